@@ -1,0 +1,35 @@
+// Package realtest helps tests that drive real programs (QEMU, gdbserver,
+// gdb): under CI a missing program fails the test, elsewhere it skips it.
+package realtest
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Debian's builds, which the project's scripts install.
+const (
+	QEMUTCG = "/usr/libexec/qemu-system-i386"
+	QEMUXen = "/usr/libexec/xen-qemu-system-i386"
+)
+
+// Need returns the path of each program (an absolute path or a name on
+// PATH), failing the test under CI=true and skipping it elsewhere when one
+// is missing.
+func Need(t testing.TB, programs ...string) []string {
+	t.Helper()
+	out := make([]string, 0, len(programs))
+	for _, p := range programs {
+		path, err := exec.LookPath(p)
+		if err != nil {
+			msg := p + " is not installed (run scripts/deps.sh): " + err.Error()
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+		out = append(out, path)
+	}
+	return out
+}
