@@ -1,0 +1,333 @@
+package domid
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
+	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/internal/statedir"
+	"golang.org/x/sys/unix"
+)
+
+// File names inside the state directory.
+const (
+	LeaseFile = "domids.json"
+	lockFile  = "domids.lock"
+	// DefaultHistory is libxl's record of recently destroyed domains.
+	DefaultHistory = "/var/run/xen/domid-history"
+	// DefaultReuseTimeout is libxl's LIBXL_DOMID_REUSE_TIMEOUT default.
+	DefaultReuseTimeout = 60 * time.Second
+)
+
+// Lease is one domid held by one process.
+type Lease struct {
+	Domid int    `json:"domid"`
+	Kind  string `json:"kind"`
+	Name  string `json:"name,omitempty"`
+	// Holder is the process whose death ends the lease; PID 0 is a lease
+	// taken by hand (dmctl domid alloc) and held until released.
+	Holder proc.Identity `json:"holder"`
+	// Allocated is false for a domid the toolstack gave, which is
+	// recorded to refuse a second launch for it.
+	Allocated bool      `json:"allocated"`
+	Since     time.Time `json:"since"`
+}
+
+// Live reports whether the lease's holder is still running.
+func (l Lease) Live() bool { return l.Holder.PID == 0 || l.Holder.Alive() }
+
+// Released is a domid that came free, kept for the reuse timeout.
+type Released struct {
+	Domid int `json:"domid"`
+	// At is CLOCK_MONOTONIC seconds, as in libxl's domid-history.
+	At float64 `json:"at"`
+}
+
+// State is the content of the lease file.
+type State struct {
+	Version  int        `json:"version"`
+	Next     int        `json:"next"`
+	Leases   []Lease    `json:"leases"`
+	Released []Released `json:"released"`
+}
+
+// Allocator hands out domids for launches that carry none. Every change
+// happens under an exclusive flock and lands by writing a new file,
+// fsyncing it and renaming it over the old one, so a process killed at
+// any moment leaves either the old state or the new one.
+type Allocator struct {
+	Dir          string
+	History      string        // libxl's domid-history; "" to ignore
+	ReuseTimeout time.Duration // how long a freed domid stays unused
+}
+
+// NewAllocator uses libxl's defaults; LIBXL_DOMID_REUSE_TIMEOUT, read by
+// the caller, may change ReuseTimeout.
+func NewAllocator(dir string) *Allocator {
+	return &Allocator{Dir: dir, History: DefaultHistory, ReuseTimeout: DefaultReuseTimeout}
+}
+
+// ReuseTimeoutFromEnv reads LIBXL_DOMID_REUSE_TIMEOUT (seconds) as libxl does.
+func ReuseTimeoutFromEnv(v string) (time.Duration, error) {
+	if v == "" {
+		return DefaultReuseTimeout, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("LIBXL_DOMID_REUSE_TIMEOUT=%q is not a number of seconds", v)
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// HeldError refuses a second live launch of one kind for one domid.
+type HeldError struct{ Lease Lease }
+
+func (e *HeldError) Error() string {
+	who := fmt.Sprintf("process %d", e.Lease.Holder.PID)
+	if e.Lease.Holder.PID == 0 {
+		who = "a lease taken by hand (dmctl domid release to free it)"
+	}
+	return fmt.Sprintf("domain %d already has a live %s device model, held by %s since %s",
+		e.Lease.Domid, e.Lease.Kind, who, e.Lease.Since.Format(time.RFC3339))
+}
+
+// ErrExhausted means every guest domid is held or cooling down.
+var ErrExhausted = errors.New("no free domid: every guest domid is leased or was freed too recently")
+
+// ErrNotLeased is returned when releasing a domid nobody holds.
+var ErrNotLeased = errors.New("domid is not leased")
+
+// Request asks for a lease. Domid < 0 asks the allocator to choose.
+type Request struct {
+	Domid  int
+	Kind   string
+	Name   string
+	Holder proc.Identity
+}
+
+// Acquire records a lease: on the given domid, refusing one already held
+// for the same kind, or on a free domid it chooses.
+func (a *Allocator) Acquire(req Request) (Lease, error) {
+	var out Lease
+	err := a.update(func(st *State, now float64) error {
+		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
+		if req.Domid >= 0 {
+			for _, held := range st.Leases {
+				if held.Domid == req.Domid && held.Kind == req.Kind {
+					return &HeldError{held}
+				}
+			}
+		} else {
+			d, err := a.choose(st, now)
+			if err != nil {
+				return err
+			}
+			l.Domid, l.Allocated = d, true
+			st.Next = d + 1
+		}
+		st.Leases = append(st.Leases, l)
+		out = l
+		return nil
+	})
+	return out, err
+}
+
+// Peek tells which domid Acquire would choose now, changing nothing.
+func (a *Allocator) Peek() (int, error) {
+	st, err := a.read()
+	if err != nil {
+		return 0, err
+	}
+	now := monotonic()
+	a.reap(&st, now)
+	return a.choose(&st, now)
+}
+
+// Release frees every lease on domid held by holder, or by anyone when
+// holder is the zero Identity.
+func (a *Allocator) Release(domid int, holder proc.Identity) error {
+	return a.update(func(st *State, now float64) error {
+		kept := st.Leases[:0]
+		found := false
+		for _, l := range st.Leases {
+			if l.Domid == domid && (holder == (proc.Identity{}) || l.Holder == holder) {
+				found = true
+				continue
+			}
+			kept = append(kept, l)
+		}
+		st.Leases = kept
+		if !found {
+			return fmt.Errorf("domain %d: %w", domid, ErrNotLeased)
+		}
+		st.Released = append(st.Released, Released{Domid: domid, At: now})
+		return nil
+	})
+}
+
+// List returns the state with dead holders' leases reaped (and the reaping
+// saved, so their domids start cooling down now).
+func (a *Allocator) List() (State, error) {
+	var out State
+	err := a.update(func(st *State, now float64) error {
+		out = *st
+		return nil
+	})
+	return out, err
+}
+
+// CoolingUntil tells how many seconds a released domid has left before it
+// can be handed out again.
+func (a *Allocator) CoolingUntil(r Released) time.Duration {
+	left := r.At + a.ReuseTimeout.Seconds() - monotonic()
+	if left < 0 {
+		return 0
+	}
+	return time.Duration(left * float64(time.Second))
+}
+
+func (a *Allocator) choose(st *State, now float64) (int, error) {
+	busy := map[int]bool{}
+	for _, l := range st.Leases {
+		busy[l.Domid] = true
+	}
+	for _, r := range st.Released {
+		if now-r.At < a.ReuseTimeout.Seconds() {
+			busy[r.Domid] = true
+		}
+	}
+	for d := range a.recentHistory(now) {
+		busy[d] = true
+	}
+	start := st.Next
+	if start < FirstGuest || start > LastGuest {
+		start = FirstGuest
+	}
+	for i := 0; i <= LastGuest-FirstGuest; i++ {
+		d := FirstGuest + (start-FirstGuest+i)%(LastGuest-FirstGuest+1)
+		if !busy[d] {
+			return d, nil
+		}
+	}
+	return 0, ErrExhausted
+}
+
+// recentHistory reads libxl's domid-history: "<monotonic seconds> <domid>"
+// lines for domains destroyed lately, which libxl will not reuse either.
+func (a *Allocator) recentHistory(now float64) map[int]bool {
+	out := map[int]bool{}
+	if a.History == "" {
+		return out
+	}
+	f, err := os.Open(a.History)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) != 2 {
+			continue
+		}
+		at, err1 := strconv.ParseFloat(fields[0], 64)
+		d, err2 := strconv.Atoi(fields[1])
+		if err1 == nil && err2 == nil && now-at < a.ReuseTimeout.Seconds() {
+			out[d] = true
+		}
+	}
+	return out
+}
+
+// reap turns the leases of dead holders into released domids and forgets
+// releases older than the reuse timeout.
+func (a *Allocator) reap(st *State, now float64) {
+	kept := st.Leases[:0]
+	for _, l := range st.Leases {
+		if l.Live() {
+			kept = append(kept, l)
+		} else {
+			st.Released = append(st.Released, Released{Domid: l.Domid, At: now})
+		}
+	}
+	st.Leases = kept
+	fresh := st.Released[:0]
+	for _, r := range st.Released {
+		if now-r.At < a.ReuseTimeout.Seconds() {
+			fresh = append(fresh, r)
+		}
+	}
+	st.Released = fresh
+	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
+}
+
+// update runs fn on the state under the lock and saves the result.
+func (a *Allocator) update(fn func(st *State, now float64) error) error {
+	if err := statedir.Ensure(a.Dir); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(a.Dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lease lock: %w", err)
+	}
+	defer lock.Close() // closing drops the flock
+	for {
+		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", lock.Name(), err)
+	}
+	st, err := a.read()
+	if err != nil {
+		return err
+	}
+	now := monotonic()
+	a.reap(&st, now)
+	if err := fn(&st, now); err != nil {
+		return err
+	}
+	return a.write(st)
+}
+
+func (a *Allocator) read() (State, error) {
+	st := State{Version: 1, Next: FirstGuest}
+	b, err := os.ReadFile(filepath.Join(a.Dir, LeaseFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("lease file %s is damaged (%v); move it aside to start afresh", filepath.Join(a.Dir, LeaseFile), err)
+	}
+	return st, nil
+}
+
+func (a *Allocator) write(st State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(a.Dir, LeaseFile), append(b, '\n'), 0o600)
+}
+
+func monotonic() float64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return float64(time.Now().UnixNano()) / 1e9
+	}
+	return float64(ts.Sec) + float64(ts.Nsec)/1e9
+}
