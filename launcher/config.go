@@ -1,0 +1,267 @@
+package launcher
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/dmlaunch/dmlaunch/domid"
+)
+
+// DefaultConfigFile is read when DMLAUNCH_CONFIG names no other file, so
+// that toolstacks running as daemons can be configured without touching
+// their environment.
+const DefaultConfigFile = "/etc/dmlaunch/dmlaunch.conf"
+
+// Setting describes one DMLAUNCH_* name.
+type Setting struct {
+	Name    string
+	Default string
+	Help    string
+}
+
+// Settings lists every name dmlaunch reads, for validation and for
+// "dmctl doctor" and the manual.
+var Settings = []Setting{
+	{"DMLAUNCH_QEMU", "", "the real QEMU (absolute path); default <own path>.distrib, then the known Xen QEMU paths"},
+	{"DMLAUNCH_DEBUG", "off", "gdb, gdb-wait, console (comma list); off = pass-through"},
+	{"DMLAUNCH_DEBUG_DOMAINS", "", "domains to debug: domids, names, shell globs (comma list); empty = all"},
+	{"DMLAUNCH_GDB_LISTEN", "127.0.0.1:1234", "ADDR:BASEPORT; the port is BASEPORT + domid"},
+	{"DMLAUNCH_GDB_ALLOW", "", "client networks (CIDRs) allowed when ADDR is not loopback"},
+	{"DMLAUNCH_GDBSERVER", "gdbserver", "the gdbserver binary"},
+	{"DMLAUNCH_DOMID", "", "domid for a launch that carries none; default: allocate a lease"},
+	{"DMLAUNCH_STATE_DIR", "/run/dmlaunch", "leases, registry, sockets"},
+	{"DMLAUNCH_LOG_DIR", "/var/log/xen", "console logs"},
+	{"DMLAUNCH_DRY_RUN", "0", "1: print every decision and the final argv, exit 0, exec nothing"},
+	{"DMLAUNCH_CONFIG", DefaultConfigFile, "the settings file (environment only)"},
+}
+
+// Debug modes.
+const (
+	ModeGDB     = "gdb"
+	ModeGDBWait = "gdb-wait"
+	ModeConsole = "console"
+)
+
+// Config is every setting, checked.
+type Config struct {
+	QEMU         string
+	Debug        []string // validated modes; empty = pass-through
+	DebugDomains []string
+	GDBListen    netip.AddrPort
+	GDBAllow     []netip.Prefix
+	GDBServer    string
+	Domid        string
+	StateDir     string
+	LogDir       string
+	DryRun       bool
+	// File is the settings file that was read, if any.
+	File string
+	// Origin tells where each non-default value came from.
+	Origin map[string]string
+}
+
+// SettingError is a bad setting: an unknown name or a malformed value.
+type SettingError struct {
+	Name, Value, Origin, Reason string
+}
+
+func (e *SettingError) Error() string {
+	if e.Value == "" && e.Reason == "" {
+		return fmt.Sprintf("%s (%s)", e.Name, e.Origin)
+	}
+	return fmt.Sprintf("%s=%q (%s) %s", e.Name, e.Value, e.Origin, e.Reason)
+}
+
+func knownSetting(name string) bool {
+	for _, s := range Settings {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// LoadConfig reads the settings file and the environment (which wins)
+// and checks every value.
+func LoadConfig(getenv func(string) (string, bool), environ []string) (Config, error) {
+	raw := map[string]string{}
+	origin := map[string]string{}
+
+	file, explicit := getenv("DMLAUNCH_CONFIG")
+	if !explicit {
+		file = DefaultConfigFile
+	}
+	cfg := Config{Origin: origin}
+	if file != "" {
+		if err := readConfigFile(file, raw, origin); err != nil {
+			if !explicit && errors.Is(err, os.ErrNotExist) {
+				file = ""
+			} else {
+				return cfg, err
+			}
+		}
+	}
+	cfg.File = file
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "DMLAUNCH_") {
+			continue
+		}
+		if !knownSetting(k) {
+			return cfg, &SettingError{Name: k, Origin: "environment", Reason: "is not a dmlaunch setting; unset it", Value: v}
+		}
+		if k == "DMLAUNCH_CONFIG" {
+			continue
+		}
+		raw[k], origin[k] = v, "environment"
+	}
+	return cfg, cfg.apply(raw)
+}
+
+func readConfigFile(file string, raw, origin map[string]string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		where := fmt.Sprintf("%s line %d", file, n)
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(k)
+		if !ok {
+			return &SettingError{Name: line, Origin: where, Reason: "is not a KEY=VALUE line"}
+		}
+		if !knownSetting(k) || k == "DMLAUNCH_CONFIG" {
+			return &SettingError{Name: k, Value: v, Origin: where, Reason: "is not a setting the file may hold"}
+		}
+		v = unquote(strings.TrimSpace(v))
+		raw[k], origin[k] = v, where
+	}
+	return sc.Err()
+}
+
+// unquote strips one pair of matching quotes, as a shell-sourced file
+// would have them.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
+
+func (c *Config) apply(raw map[string]string) error {
+	bad := func(name, reason string) error {
+		return &SettingError{Name: name, Value: raw[name], Origin: c.Origin[name], Reason: reason}
+	}
+	get := func(name string) string {
+		if v, ok := raw[name]; ok {
+			return v
+		}
+		for _, s := range Settings {
+			if s.Name == name {
+				return s.Default
+			}
+		}
+		return ""
+	}
+
+	c.QEMU = get("DMLAUNCH_QEMU")
+	if c.QEMU != "" && !filepath.IsAbs(c.QEMU) {
+		return bad("DMLAUNCH_QEMU", "must be an absolute path to the real QEMU binary")
+	}
+
+	seen := map[string]bool{}
+	for _, m := range splitList(get("DMLAUNCH_DEBUG")) {
+		switch m {
+		case "off":
+		case ModeGDB, ModeGDBWait, ModeConsole:
+			if !seen[m] {
+				c.Debug = append(c.Debug, m)
+			}
+			seen[m] = true
+		default:
+			return bad("DMLAUNCH_DEBUG", fmt.Sprintf("has unknown mode %q; use gdb, gdb-wait, console or off", m))
+		}
+	}
+	if seen[ModeGDB] && seen[ModeGDBWait] {
+		return bad("DMLAUNCH_DEBUG", "asks for both gdb and gdb-wait; choose one")
+	}
+	if seen["off"] && len(c.Debug) > 0 {
+		return bad("DMLAUNCH_DEBUG", "mixes off with debug modes")
+	}
+
+	c.DebugDomains = splitList(get("DMLAUNCH_DEBUG_DOMAINS"))
+	for _, p := range c.DebugDomains {
+		if _, err := path.Match(p, ""); err != nil {
+			return bad("DMLAUNCH_DEBUG_DOMAINS", fmt.Sprintf("has a malformed pattern %q", p))
+		}
+	}
+
+	ap, err := netip.ParseAddrPort(get("DMLAUNCH_GDB_LISTEN"))
+	if err != nil || ap.Port() == 0 {
+		return bad("DMLAUNCH_GDB_LISTEN", "must be ADDR:BASEPORT, such as 127.0.0.1:1234 or [::1]:1234")
+	}
+	c.GDBListen = ap
+	for _, s := range splitList(get("DMLAUNCH_GDB_ALLOW")) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return bad("DMLAUNCH_GDB_ALLOW", fmt.Sprintf("has %q, which is not a network in CIDR form such as 192.0.2.0/24", s))
+		}
+		c.GDBAllow = append(c.GDBAllow, p.Masked())
+	}
+	if !ap.Addr().IsLoopback() && len(c.GDBAllow) == 0 {
+		return &SettingError{Name: "DMLAUNCH_GDB_LISTEN", Value: raw["DMLAUNCH_GDB_LISTEN"], Origin: c.Origin["DMLAUNCH_GDB_LISTEN"],
+			Reason: "is not a loopback address, and gdbserver has no authentication; set DMLAUNCH_GDB_ALLOW to the client networks allowed to connect, or listen on 127.0.0.1 and use ssh -L"}
+	}
+
+	c.GDBServer = get("DMLAUNCH_GDBSERVER")
+	if c.GDBServer == "" || strings.ContainsAny(c.GDBServer, "\x00\n") {
+		return bad("DMLAUNCH_GDBSERVER", "must name the gdbserver binary")
+	}
+
+	c.Domid = get("DMLAUNCH_DOMID")
+	if c.Domid != "" {
+		if _, err := domid.Parse(domid.Candidate{Source: domid.FromSetting, Value: c.Domid}); err != nil {
+			return bad("DMLAUNCH_DOMID", "is not a domain id (0 to 32751)")
+		}
+	}
+
+	c.StateDir = get("DMLAUNCH_STATE_DIR")
+	if !filepath.IsAbs(c.StateDir) {
+		return bad("DMLAUNCH_STATE_DIR", "must be an absolute path")
+	}
+	c.LogDir = get("DMLAUNCH_LOG_DIR")
+	if !filepath.IsAbs(c.LogDir) {
+		return bad("DMLAUNCH_LOG_DIR", "must be an absolute path")
+	}
+
+	switch strings.ToLower(get("DMLAUNCH_DRY_RUN")) {
+	case "", "0", "no", "false", "off":
+	case "1", "yes", "true", "on":
+		c.DryRun = true
+	default:
+		return bad("DMLAUNCH_DRY_RUN", "must be 1 or 0")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,0 +1,421 @@
+// Package launcher turns what the toolstack passed into one decided
+// launch: settings, domid, kind, mode, the real QEMU and its final argv;
+// then execs it in place, or supervises it in the debug modes.
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dmlaunch/dmlaunch/argv"
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
+	"github.com/dmlaunch/dmlaunch/internal/statedir"
+)
+
+// Exit statuses of dmlaunch's own refusals. Supervised launches exit with
+// QEMU's status, or 128+signal.
+const (
+	ExitInternal      = 1
+	ExitBadInput      = 2
+	ExitNotExecutable = 126
+	ExitNotFound      = 127
+)
+
+// ModePassThrough execs the real QEMU in place.
+const ModePassThrough = "pass-through"
+
+// Plan is one launch, decided but not yet started.
+type Plan struct {
+	Config Config
+	Kind   argv.Kind
+	Name   string
+	// HasDomid is false for a launch that needs a lease (Domid is then
+	// only the allocator's guess) and for the probe, which has none.
+	HasDomid bool
+	Domid    int
+	Source   domid.Source
+	Agreeing []domid.Source
+	Mode     string
+	QEMU     string
+	// Argv is the final command line, QEMU's path first.
+	Argv    []string
+	Env     []string
+	Applied []argv.Applied
+	// Notes are decisions worth showing in a dry run.
+	Notes []string
+}
+
+// Inputs are what the process was started with.
+type Inputs struct {
+	Args    []string // os.Args
+	Environ []string
+	// Self is dmlaunch's own binary, to refuse exec'ing itself; nil skips
+	// the check.
+	Self os.FileInfo
+	// OwnPaths are the paths dmlaunch was started by, for "<path>.distrib".
+	OwnPaths []string
+}
+
+// CurrentInputs describes the running process.
+func CurrentInputs() Inputs {
+	in := Inputs{Args: os.Args, Environ: os.Environ()}
+	in.Self, _ = os.Stat("/proc/self/exe")
+	// libxl execs the device model by absolute path; argv[0] keeps the
+	// path even where /proc/self/exe resolves a symlink.
+	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") {
+		if p, err := filepath.Abs(os.Args[0]); err == nil {
+			in.OwnPaths = append(in.OwnPaths, p)
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		in.OwnPaths = append(in.OwnPaths, exe)
+	}
+	return in
+}
+
+func lookup(environ []string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		for i := len(environ) - 1; i >= 0; i-- {
+			if key, v, ok := strings.Cut(environ[i], "="); ok && key == k {
+				return v, true
+			}
+		}
+		return "", false
+	}
+}
+
+// Prepare decides the launch without changing anything on the machine.
+func Prepare(in Inputs) (*Plan, error) {
+	getenv := lookup(in.Environ)
+	cfg, err := LoadConfig(getenv, in.Environ)
+	if err != nil {
+		return &Plan{Config: cfg}, err
+	}
+	p := &Plan{Config: cfg, Mode: ModePassThrough}
+	var args []string
+	if len(in.Args) > 1 {
+		args = in.Args[1:]
+	}
+	cl, err := argv.Parse(args)
+	if err != nil {
+		return p, err
+	}
+	p.Kind = cl.Classify()
+	p.Name = cl.GuestName()
+	if unknown := cl.Unknown(); len(unknown) > 0 {
+		p.Notes = append(p.Notes, "options this QEMU table does not know, passed on as they are: "+strings.Join(unknown, " "))
+	}
+
+	if p.Kind == argv.KindProbe {
+		p.Notes = append(p.Notes, "capability probe: no domid, no lease, never debugged")
+	} else {
+		env, _ := getenv("XEN_DOMAIN_ID")
+		res, err := domid.Resolve(domid.Inputs{Argv: cl.Values("xen-domid"), Env: env, Leading: cl.LeadingDomid, Setting: cfg.Domid})
+		switch {
+		case errors.Is(err, domid.ErrNoDomid) && p.Kind.TakesLease():
+			p.Source = domid.FromLease
+			p.Agreeing = []domid.Source{domid.FromLease}
+			p.Domid = -1
+			if d, err := p.allocator().Peek(); err == nil {
+				p.Domid = d
+			}
+		case errors.Is(err, domid.ErrNoDomid):
+		case err != nil:
+			return p, err
+		default:
+			p.HasDomid, p.Domid, p.Source, p.Agreeing = true, res.Domid, res.Source, res.Agreeing
+		}
+	}
+
+	p.QEMU, err = FindQEMU(cfg.QEMU, in.OwnPaths, in.Self)
+	if err != nil {
+		return p, err
+	}
+
+	if len(cfg.Debug) > 0 {
+		switch {
+		case !p.Kind.Debuggable():
+			p.Notes = append(p.Notes, fmt.Sprintf("DMLAUNCH_DEBUG=%s ignored: a %s invocation always passes through", strings.Join(cfg.Debug, ","), p.Kind))
+		case !p.selected():
+			p.Notes = append(p.Notes, fmt.Sprintf("DMLAUNCH_DEBUG=%s ignored: DMLAUNCH_DEBUG_DOMAINS does not select this domain", strings.Join(cfg.Debug, ",")))
+		default:
+			p.Mode = strings.Join(cfg.Debug, ",")
+		}
+	}
+
+	final, applied, err := argv.ApplyRules(cl, argv.StripLeadingDomid)
+	if err != nil {
+		return p, err
+	}
+	p.Applied = applied
+	p.Argv = append([]string{p.QEMU}, final.Render()...)
+	p.Env = in.Environ
+	// QEMU and its helpers learn the domid from XEN_DOMAIN_ID when the
+	// toolstack did not set it (libxl sets it for HVM since Xen 4.15).
+	if p.Kind != argv.KindProbe && p.Domid >= 0 && !contains(p.Agreeing, domid.FromEnv) {
+		p.Env = append(append([]string(nil), in.Environ...), "XEN_DOMAIN_ID="+strconv.Itoa(p.Domid))
+	}
+	return p, nil
+}
+
+func contains(s []domid.Source, x domid.Source) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// selected applies DMLAUNCH_DEBUG_DOMAINS: domids, names or shell globs.
+func (p *Plan) selected() bool {
+	if len(p.Config.DebugDomains) == 0 {
+		return true
+	}
+	id := strconv.Itoa(p.Domid)
+	for _, pat := range p.Config.DebugDomains {
+		if m, _ := path.Match(pat, id); m && p.Domid >= 0 {
+			return true
+		}
+		if m, _ := path.Match(pat, p.Name); m && p.Name != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Plan) allocator() *domid.Allocator {
+	a := domid.NewAllocator(p.Config.StateDir)
+	if t, err := domid.ReuseTimeoutFromEnv(os.Getenv("LIBXL_DOMID_REUSE_TIMEOUT")); err == nil {
+		a.ReuseTimeout = t
+	}
+	return a
+}
+
+// Subject names the domain in messages: "domain 5 (hvm1)".
+func (p *Plan) Subject() string {
+	if p == nil {
+		return ""
+	}
+	name := p.Name
+	if name == "" {
+		name = "-"
+	}
+	switch {
+	case p.Kind == argv.KindProbe:
+		return "capability probe"
+	case p.HasDomid || p.Domid >= 0 && p.Source == domid.FromLease:
+		return fmt.Sprintf("domain %d (%s)", p.Domid, name)
+	case p.Name != "":
+		return fmt.Sprintf("domain ? (%s)", p.Name)
+	}
+	return ""
+}
+
+// Describe prints every decision and the final argv, one word per line.
+func (p *Plan) Describe(w io.Writer) {
+	switch {
+	case p.Kind == argv.KindProbe:
+		fmt.Fprintln(w, "domid:   none (capability probe)")
+	case p.Source == domid.FromLease && p.Domid >= 0:
+		fmt.Fprintf(w, "domid:   %d (none given: a lease would be allocated; this is the next free domid)\n", p.Domid)
+	case p.Source == domid.FromLease:
+		fmt.Fprintln(w, "domid:   none given: a lease would be allocated")
+	case p.HasDomid:
+		var srcs []string
+		for _, s := range p.Agreeing {
+			srcs = append(srcs, string(s))
+		}
+		fmt.Fprintf(w, "domid:   %d (from %s)\n", p.Domid, strings.Join(srcs, ", "))
+	default:
+		fmt.Fprintln(w, "domid:   none")
+	}
+	fmt.Fprintf(w, "kind:    %s\n", p.Kind)
+	if p.Name != "" {
+		fmt.Fprintf(w, "name:    %s\n", shellquote.Word(p.Name))
+	}
+	fmt.Fprintf(w, "mode:    %s\n", p.Mode)
+	fmt.Fprintf(w, "qemu:    %s\n", p.QEMU)
+	if p.Config.File != "" {
+		fmt.Fprintf(w, "config:  %s\n", p.Config.File)
+	}
+	for _, a := range p.Applied {
+		fmt.Fprintf(w, "rewrite: %s (%s)\n", a.Rule, a.Why)
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(w, "note:    %s\n", n)
+	}
+	fmt.Fprintln(w, "argv:")
+	for _, a := range p.Argv {
+		fmt.Fprintf(w, "  %s\n", shellquote.Word(a))
+	}
+}
+
+// LogLine is the one line a launch writes to the toolstack's log.
+func (p *Plan) LogLine() string {
+	src := ""
+	if p.Source != "" {
+		src = ", domid from " + string(p.Source)
+	}
+	return fmt.Sprintf("dmlaunch: %s: %s%s, %s: %s", p.Subject(), p.Kind, src, p.Mode, shellquote.Join(p.Argv))
+}
+
+// Hint says what to do about an error from Prepare or Launch.
+func Hint(err error) string {
+	var (
+		setting  *SettingError
+		missing  *argv.MissingValueError
+		invalid  *domid.InvalidError
+		conflict *domid.ConflictError
+		held     *domid.HeldError
+		notFound *NotFoundError
+		notExec  *NotExecutableError
+	)
+	switch {
+	case errors.As(err, &setting):
+		return "dmlaunch(8) lists every setting"
+	case errors.As(err, &missing):
+		return "check device_model_args in the domain's configuration"
+	case errors.As(err, &invalid), errors.As(err, &conflict):
+		return "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"
+	case errors.As(err, &held):
+		return "a domain's device model runs once; see dmctl list, and stop the old one first"
+	case errors.As(err, &notFound):
+		return "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"
+	case errors.As(err, &notExec):
+		return "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"
+	case errors.Is(err, statedir.ErrUnsafe):
+		return "fix the directory or set DMLAUNCH_STATE_DIR"
+	case errors.Is(err, domid.ErrExhausted):
+		return "release leases with dmctl domid release, or wait for freed domids to cool down"
+	}
+	return "this is a dmlaunch fault; please report it with the command line above"
+}
+
+// ExitCode maps an error to dmlaunch's exit status.
+func ExitCode(err error) int {
+	var (
+		setting  *SettingError
+		missing  *argv.MissingValueError
+		invalid  *domid.InvalidError
+		conflict *domid.ConflictError
+		held     *domid.HeldError
+		notFound *NotFoundError
+		notExec  *NotExecutableError
+	)
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &setting), errors.As(err, &missing), errors.As(err, &invalid),
+		errors.As(err, &conflict), errors.As(err, &held), errors.Is(err, statedir.ErrUnsafe):
+		return ExitBadInput
+	case errors.As(err, &notExec):
+		return ExitNotExecutable
+	case errors.As(err, &notFound):
+		return ExitNotFound
+	}
+	return ExitInternal
+}
+
+// Report writes "dmlaunch: domain 5 (hvm1): <what happened>; <what to do>".
+func Report(w io.Writer, p *Plan, err error) {
+	subject := p.Subject()
+	if subject != "" {
+		subject += ": "
+	}
+	fmt.Fprintf(w, "dmlaunch: %s%v; %s\n", subject, err, Hint(err))
+}
+
+// Launch takes the lease, writes the registry record, logs the launch and
+// execs the real QEMU in place. It returns only on failure.
+func (p *Plan) Launch(stderr io.Writer) error {
+	if p.Mode != ModePassThrough {
+		return fmt.Errorf("debug mode %s is not available in this build", p.Mode)
+	}
+	self, err := proc.Self()
+	if err != nil {
+		return err
+	}
+	var lease *domid.Lease
+	if p.Kind.TakesLease() {
+		req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: self}
+		if p.HasDomid {
+			req.Domid = p.Domid
+		}
+		l, err := p.allocator().Acquire(req)
+		if err != nil {
+			return err
+		}
+		lease = &l
+		if !p.HasDomid {
+			p.setLeasedDomid(l.Domid)
+		}
+	}
+	var rec *registry.Record
+	if p.HasDomid {
+		if err := statedir.Ensure(p.Config.StateDir); err != nil {
+			return p.undo(lease, nil, err)
+		}
+		r := registry.Record{
+			Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
+			Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
+		}
+		if _, err := registry.Write(p.Config.StateDir, r); err != nil {
+			return p.undo(lease, nil, err)
+		}
+		rec = &r
+	}
+	fmt.Fprintln(stderr, p.LogLine())
+	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
+	// Still here: the exec failed and nothing runs under this domid.
+	return p.undo(lease, rec, &NotExecutableError{p.QEMU, "could not be executed: " + err.Error()})
+}
+
+// setLeasedDomid fills in a domid that came from the allocator.
+func (p *Plan) setLeasedDomid(d int) {
+	p.Domid, p.HasDomid = d, true
+	for i, kv := range p.Env {
+		if strings.HasPrefix(kv, "XEN_DOMAIN_ID=") {
+			p.Env[i] = "XEN_DOMAIN_ID=" + strconv.Itoa(d)
+			return
+		}
+	}
+	p.Env = append(append([]string(nil), p.Env...), "XEN_DOMAIN_ID="+strconv.Itoa(d))
+}
+
+func (p *Plan) undo(lease *domid.Lease, rec *registry.Record, err error) error {
+	if rec != nil {
+		_ = registry.Remove(p.Config.StateDir, *rec)
+	}
+	if lease != nil {
+		_ = p.allocator().Release(lease.Domid, lease.Holder)
+	}
+	return err
+}
+
+// Main is dmlaunch's entry point.
+func Main(in Inputs, stdout, stderr io.Writer) int {
+	p, err := Prepare(in)
+	if err != nil {
+		Report(stderr, p, err)
+		return ExitCode(err)
+	}
+	if p.Config.DryRun {
+		p.Describe(stdout)
+		return 0
+	}
+	err = p.Launch(stderr)
+	Report(stderr, p, err)
+	return ExitCode(err)
+}
