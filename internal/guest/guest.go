@@ -57,7 +57,7 @@ func BootSector(o Options) ([]byte, error) {
 	outer := len(code)
 	code = append(code, 0xBE, 0, 0) // mov si, msg (patched below)
 	msgFixup := len(code) - 2
-	code = append(code, 0xBA, com1 & 0xFF, com1 >> 8) // mov dx, 0x3F8
+	code = append(code, 0xBA, com1&0xFF, com1>>8) // mov dx, 0x3F8
 	inner := len(code)
 	code = append(code, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE) // lodsb; test al,al; jz +3; out dx,al
 	code = append(code, 0xEB, byte(inner-(len(code)+2)))    // jmp inner
