@@ -185,6 +185,7 @@ func (c *Config) apply(raw map[string]string) error {
 	for _, m := range splitList(get("DMLAUNCH_DEBUG")) {
 		switch m {
 		case "off":
+			seen[m] = true
 		case ModeGDB, ModeGDBWait, ModeConsole:
 			if !seen[m] {
 				c.Debug = append(c.Debug, m)

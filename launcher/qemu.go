@@ -11,10 +11,12 @@ import (
 // KnownQEMUPaths are where the real QEMU lives: Debian's Xen-only build
 // (package qemu-system-xen) and upstream Xen's install path. Debian's
 // /usr/bin/qemu-system-i386 is a shell script and is never a candidate.
-var KnownQEMUPaths = []string{
-	"/usr/libexec/xen-qemu-system-i386",
-	"/usr/lib/xen/bin/qemu-system-i386",
-}
+var KnownQEMUPaths = strings.Split(knownQEMUPaths, ":")
+
+// knownQEMUPaths can be replaced at link time (-ldflags -X) for packages
+// that install QEMU elsewhere, and by tests that need a machine without
+// one.
+var knownQEMUPaths = "/usr/libexec/xen-qemu-system-i386:/usr/lib/xen/bin/qemu-system-i386"
 
 // NotFoundError lists where the real QEMU was looked for.
 type NotFoundError struct{ Tried []string }

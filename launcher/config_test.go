@@ -1,0 +1,127 @@
+package launcher
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func load(t *testing.T, file string, env ...string) (Config, error) {
+	if file != "" {
+		env = append(env, "DMLAUNCH_CONFIG="+file)
+	} else {
+		env = append(env, "DMLAUNCH_CONFIG=")
+	}
+	return LoadConfig(lookup(env), env)
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := load(t, "")
+	require.NoError(t, err)
+	assert.Equal(t, netip.MustParseAddrPort("127.0.0.1:1234"), cfg.GDBListen)
+	assert.Equal(t, "/run/dmlaunch", cfg.StateDir)
+	assert.Equal(t, "/var/log/xen", cfg.LogDir)
+	assert.Equal(t, "gdbserver", cfg.GDBServer)
+	assert.Empty(t, cfg.Debug)
+	assert.False(t, cfg.DryRun)
+}
+
+func TestConfigFileAndEnvironment(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dmlaunch.conf")
+	require.NoError(t, os.WriteFile(file, []byte(`# comment
+DMLAUNCH_DEBUG = gdb,console
+DMLAUNCH_DEBUG_DOMAINS="web*, 7"
+DMLAUNCH_STATE_DIR=/run/from-file
+
+DMLAUNCH_GDB_LISTEN='[::1]:4000'
+`), 0o644))
+	cfg, err := load(t, file, "DMLAUNCH_STATE_DIR=/run/from-env")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"gdb", "console"}, cfg.Debug)
+	assert.Equal(t, []string{"web*", "7"}, cfg.DebugDomains)
+	assert.Equal(t, "/run/from-env", cfg.StateDir, "the environment wins over the file")
+	assert.Equal(t, "environment", cfg.Origin["DMLAUNCH_STATE_DIR"])
+	assert.Equal(t, file+" line 2", cfg.Origin["DMLAUNCH_DEBUG"])
+	assert.Equal(t, netip.MustParseAddrPort("[::1]:4000"), cfg.GDBListen)
+	assert.Equal(t, file, cfg.File)
+}
+
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		file string
+		want string
+	}{
+		{"unknown name", []string{"DMLAUNCH_DEBUGG=gdb"}, "", `DMLAUNCH_DEBUGG="gdb" (environment) is not a dmlaunch setting`},
+		{"bad mode", []string{"DMLAUNCH_DEBUG=gbd"}, "", `unknown mode "gbd"`},
+		{"both gdb modes", []string{"DMLAUNCH_DEBUG=gdb,gdb-wait"}, "", "both gdb and gdb-wait"},
+		{"off mixed", []string{"DMLAUNCH_DEBUG=off,gdb"}, "", "mixes off"},
+		{"bad listen", []string{"DMLAUNCH_GDB_LISTEN=localhost"}, "", "must be ADDR:BASEPORT"},
+		{"port zero", []string{"DMLAUNCH_GDB_LISTEN=127.0.0.1:0"}, "", "must be ADDR:BASEPORT"},
+		{"wide listen without allow", []string{"DMLAUNCH_GDB_LISTEN=0.0.0.0:1234"}, "", "not a loopback address"},
+		{"bad allow", []string{"DMLAUNCH_GDB_LISTEN=0.0.0.0:1234", "DMLAUNCH_GDB_ALLOW=10.0.0.0/33"}, "", "not a network in CIDR form"},
+		{"relative qemu", []string{"DMLAUNCH_QEMU=qemu"}, "", "must be an absolute path"},
+		{"bad domid", []string{"DMLAUNCH_DOMID=32752"}, "", "DMLAUNCH_DOMID"},
+		{"relative state", []string{"DMLAUNCH_STATE_DIR=run"}, "", "DMLAUNCH_STATE_DIR"},
+		{"bad dry run", []string{"DMLAUNCH_DRY_RUN=maybe"}, "", "must be 1 or 0"},
+		{"bad glob", []string{"DMLAUNCH_DEBUG_DOMAINS=[a"}, "", "malformed pattern"},
+		{"file: not key=value", nil, "garbage\n", "line 1"},
+		{"file: unknown key", nil, "DMLAUNCH_X=1\n", "DMLAUNCH_X"},
+		{"file: names another file", nil, "DMLAUNCH_CONFIG=/x\n", "DMLAUNCH_CONFIG"},
+		{"missing explicit file", []string{"DMLAUNCH_CONFIG=/nonexistent/dmlaunch.conf"}, "", "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := ""
+			if tt.file != "" {
+				file = filepath.Join(t.TempDir(), "c.conf")
+				require.NoError(t, os.WriteFile(file, []byte(tt.file), 0o644))
+			}
+			var err error
+			if len(tt.env) > 0 && tt.env[0] == "DMLAUNCH_CONFIG=/nonexistent/dmlaunch.conf" {
+				_, err = LoadConfig(lookup(tt.env), tt.env)
+			} else {
+				_, err = load(t, file, tt.env...)
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			var se *SettingError
+			if errors.As(err, &se) {
+				assert.Equal(t, ExitBadInput, ExitCode(err))
+			}
+		})
+	}
+}
+
+func TestWideListenWithAllowlist(t *testing.T) {
+	cfg, err := load(t, "", "DMLAUNCH_GDB_LISTEN=0.0.0.0:2000", "DMLAUNCH_GDB_ALLOW=192.0.2.7/24, 127.0.0.1/32")
+	require.NoError(t, err)
+	assert.Equal(t, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("127.0.0.1/32")}, cfg.GDBAllow)
+}
+
+func TestDebugDomainSelection(t *testing.T) {
+	tests := []struct {
+		domains []string
+		domid   int
+		name    string
+		want    bool
+	}{
+		{nil, 5, "x", true},
+		{[]string{"5"}, 5, "x", true},
+		{[]string{"6"}, 5, "x", false},
+		{[]string{"web*"}, 5, "web-01", true},
+		{[]string{"web*"}, 5, "db-01", false},
+		{[]string{"1?"}, 12, "", true},
+		{[]string{"*"}, 5, "", true},
+	}
+	for _, tt := range tests {
+		p := &Plan{Config: Config{DebugDomains: tt.domains}, Domid: tt.domid, Name: tt.name}
+		assert.Equal(t, tt.want, p.selected(), "%v vs domain %d (%s)", tt.domains, tt.domid, tt.name)
+	}
+}

@@ -1,0 +1,114 @@
+package launcher
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test binary is also the fake QEMU: started with FAKE_QEMU_REPORT
+// set, it writes what it was given (pid, argv, environment, open fds) to
+// that file and exits with FAKE_QEMU_EXIT.
+func TestMain(m *testing.M) {
+	if report := os.Getenv("FAKE_QEMU_REPORT"); report != "" {
+		fakeQEMU(report)
+	}
+	dir, err := os.MkdirTemp("", "dmlaunch-test")
+	if err != nil {
+		panic(err)
+	}
+	code := 1
+	if err := buildDmlaunch(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// FakeReport is what the fake QEMU saw.
+type FakeReport struct {
+	PID   int               `json:"pid"`
+	Argv  []string          `json:"argv"`
+	Env   map[string]string `json:"env"`
+	FDs   map[int]string    `json:"fds"`
+	Exits int               `json:"exits"`
+}
+
+func fakeQEMU(report string) {
+	r := FakeReport{PID: os.Getpid(), Argv: os.Args, Env: map[string]string{}, FDs: map[int]string{}}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		r.Env[k] = v
+	}
+	// Only fds without close-on-exec came through the exec; the Go
+	// runtime of this fake opens others of its own (cgroup files).
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		fd, _ := strconv.Atoi(e.Name())
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		if err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		r.FDs[fd] = target
+	}
+	b, _ := json.Marshal(r)
+	if err := os.WriteFile(report, b, 0o600); err != nil {
+		os.Exit(99)
+	}
+	if os.Getenv("FAKE_QEMU_HOLD") != "" {
+		select {} // run until killed, like a device model
+	}
+	code, _ := strconv.Atoi(os.Getenv("FAKE_QEMU_EXIT"))
+	os.Exit(code)
+}
+
+var dmlaunchBin, dmlaunchNoQEMUBin string
+
+// buildDmlaunch builds the real command twice: as shipped, and with the
+// known QEMU paths pointing nowhere, for the "no QEMU at all" case on a
+// machine that has one.
+func buildDmlaunch(dir string) error {
+	dmlaunchBin = filepath.Join(dir, "dmlaunch")
+	dmlaunchNoQEMUBin = filepath.Join(dir, "dmlaunch-noqemu")
+	builds := [][]string{
+		{"build", "-o", dmlaunchBin, "../cmd/dmlaunch"},
+		{"build", "-ldflags", "-X github.com/dmlaunch/dmlaunch/launcher.knownQEMUPaths=/nonexistent/xen-qemu:/nonexistent/qemu-system-i386",
+			"-o", dmlaunchNoQEMUBin, "../cmd/dmlaunch"},
+	}
+	for _, args := range builds {
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+func readReport(path string) (FakeReport, bool) {
+	var r FakeReport
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, false
+	}
+	return r, json.Unmarshal(b, &r) == nil
+}
+
+func sortedFDs(m map[int]string) []int {
+	var out []int
+	for fd := range m {
+		out = append(out, fd)
+	}
+	sort.Ints(out)
+	return out
+}
