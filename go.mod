@@ -7,4 +7,10 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require go.yaml.in/yaml/v3 v3.0.5 // indirect
+require (
+	github.com/creack/pty v1.1.24 // indirect
+	github.com/go-delve/liner v1.2.2-1 // indirect
+	github.com/mattn/go-runewidth v0.0.3 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/spf13/pflag"
+)
+
+func allocator(e *env) *domid.Allocator {
+	a := domid.NewAllocator(e.stateDir)
+	if t, err := domid.ReuseTimeoutFromEnv(os.Getenv("LIBXL_DOMID_REUSE_TIMEOUT")); err == nil {
+		a.ReuseTimeout = t
+	}
+	return a
+}
+
+func init() {
+	register(&command{
+		name:  "domid",
+		args:  "alloc [--name NAME] | release DOMID | ls [--json]",
+		short: "manage domid leases",
+		long: `alloc     lease a free guest domid and print it; it stays leased until released
+release   free a domid leased by hand (or one whose holder you know is gone)
+ls        list leases and recently freed domids that are still cooling down
+
+Leases live in <state dir>/domids.json, changed under a lock. A freed domid is
+not handed out again for LIBXL_DOMID_REUSE_TIMEOUT seconds (default 60), and
+domids in libxl's /var/run/xen/domid-history are skipped likewise.`,
+		example: "  dmctl domid alloc --name test-vm\n  dmctl domid ls\n  dmctl domid release 5",
+		flags: func(fs *pflag.FlagSet) {
+			fs.String("name", "", "alloc: a `NAME` to record with the lease")
+			fs.Bool("json", false, "ls: print JSON")
+		},
+		run: runDomid,
+	})
+}
+
+func runDomid(e *env, fs *pflag.FlagSet, args []string) error {
+	if len(args) == 0 {
+		return usagef("needs alloc, release or ls")
+	}
+	a := allocator(e)
+	switch args[0] {
+	case "alloc":
+		if len(args) != 1 {
+			return usagef("alloc takes no arguments")
+		}
+		name, _ := fs.GetString("name")
+		l, err := a.Acquire(domid.Request{Domid: -1, Kind: "manual", Name: name})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, l.Domid)
+		return nil
+	case "release":
+		if len(args) != 2 {
+			return usagef("release needs one DOMID")
+		}
+		d, err := domid.Parse(domid.Candidate{Source: "argument", Value: args[1]})
+		if err != nil {
+			return usagef("%v", err)
+		}
+		return a.Release(d, proc.Identity{})
+	case "ls":
+		if len(args) != 1 {
+			return usagef("ls takes no arguments")
+		}
+		st, err := a.List()
+		if err != nil {
+			return err
+		}
+		if j, _ := fs.GetBool("json"); j {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "DOMID\tSTATE\tKIND\tNAME\tHOLDER\tSINCE")
+		for _, l := range st.Leases {
+			holder := "by hand"
+			if l.Holder.PID != 0 {
+				holder = "pid " + strconv.Itoa(l.Holder.PID)
+			}
+			state := "given"
+			if l.Allocated {
+				state = "leased"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", l.Domid, state, l.Kind, dash(l.Name), holder, l.Since.Local().Format(time.DateTime))
+		}
+		for _, r := range st.Released {
+			if left := a.CoolingUntil(r); left > 0 {
+				fmt.Fprintf(tw, "%d\tcooling (%ds left)\t-\t-\t-\t-\n", r.Domid, int(left.Seconds()+0.5))
+			}
+		}
+		return tw.Flush()
+	}
+	return usagef("unknown domid action %q; use alloc, release or ls", args[0])
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

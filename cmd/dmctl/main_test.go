@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func dmctl(t *testing.T, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	status = run(args, &out, &errb, nil)
+	return out.String(), errb.String(), status
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	out, _, status := dmctl(t, "--help")
+	assert.Equal(t, 0, status)
+	for _, c := range commands {
+		assert.Contains(t, out, "  "+c.name)
+		t.Run(c.name, func(t *testing.T) {
+			out, _, status := dmctl(t, c.name, "--help")
+			assert.Equal(t, 0, status)
+			assert.Contains(t, out, "Usage: dmctl "+c.name)
+			assert.Contains(t, out, "Example:\n  dmctl "+c.name)
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"list", "--bogus"}, "unknown flag: --bogus"},
+		{[]string{"list", "extra"}, "takes no arguments"},
+		{[]string{"domid"}, "needs alloc, release or ls"},
+		{[]string{"domid", "release"}, "release needs one DOMID"},
+		{[]string{"domid", "release", "x"}, "is not a decimal number"},
+		{[]string{"domid", "steal"}, `unknown domid action "steal"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, stderr, status := dmctl(t, append([]string{"--state-dir", t.TempDir()}, tt.args...)...)
+			assert.Equal(t, exitUsage, status)
+			assert.Contains(t, stderr, tt.want)
+		})
+	}
+}
+
+func TestDomidAllocReleaseLs(t *testing.T) {
+	t.Setenv("LIBXL_DOMID_REUSE_TIMEOUT", "60")
+	dir := filepath.Join(t.TempDir(), "state")
+	out, _, status := dmctl(t, "--state-dir", dir, "domid", "alloc", "--name", "test vm")
+	require.Equal(t, 0, status)
+	assert.Equal(t, "1\n", out)
+	out, _, status = dmctl(t, "domid", "alloc", "--state-dir", dir)
+	require.Equal(t, 0, status)
+	assert.Equal(t, "2\n", out, "--state-dir works after the command too")
+
+	out, _, status = dmctl(t, "--state-dir", dir, "domid", "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `(?m)^1\s+leased\s+manual\s+test vm\s+by hand`, out)
+	assert.Regexp(t, `(?m)^2\s+leased\s+manual\s+-\s+by hand`, out)
+
+	_, _, status = dmctl(t, "--state-dir", dir, "domid", "release", "1")
+	require.Equal(t, 0, status)
+	out, _, _ = dmctl(t, "--state-dir", dir, "domid", "ls")
+	assert.Regexp(t, `(?m)^1\s+cooling \(\d+s left\)`, out)
+
+	_, stderr, status := dmctl(t, "--state-dir", dir, "domid", "release", "1")
+	assert.Equal(t, exitFailure, status)
+	assert.Contains(t, stderr, "domain 1: domid is not leased")
+
+	out, _, _ = dmctl(t, "--state-dir", dir, "domid", "ls", "--json")
+	var st struct {
+		Leases []struct{ Domid int } `json:"leases"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Len(t, st.Leases, 1)
+	assert.Equal(t, 2, st.Leases[0].Domid)
+}
+
+func TestArgv(t *testing.T) {
+	t.Setenv("DMLAUNCH_CONFIG", "")
+	t.Setenv("DMLAUNCH_QEMU", "/bin/true")
+	out, _, status := dmctl(t, "argv", "--", "4", "-xen-domid", "4", "-name", "a b", "-machine", "xenfv")
+	require.Equal(t, 0, status)
+	assert.Contains(t, out, "domid:   4 (from -xen-domid, leading argument)")
+	assert.Contains(t, out, "argv:\n  /bin/true\n  -xen-domid\n  4\n  -name\n  'a b'\n  -machine\n  xenfv\n")
+
+	_, stderr, status := dmctl(t, "argv", "--", "-xen-domid", "4", "-xen-domid", "5")
+	assert.Equal(t, 2, status, "dmlaunch's own exit status for bad input")
+	assert.Contains(t, stderr, "-xen-domid says domain 4 but -xen-domid says domain 5")
+}
+
+func TestListAgreesWithRegistryAndProc(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	live := exec.Command("sleep", "60")
+	require.NoError(t, live.Start())
+	defer func() { _ = live.Process.Kill(); _ = live.Wait() }()
+	liveID, err := proc.Of(live.Process.Pid)
+	require.NoError(t, err)
+	gone := exec.Command("true")
+	require.NoError(t, gone.Run())
+
+	for _, r := range []registry.Record{
+		{Domid: 3, Name: "alive", Kind: "hvm", Mode: "pass-through", Launcher: liveID, QEMUPID: liveID.PID, Started: time.Now().Add(-90 * time.Second)},
+		{Domid: 7, Name: "dead", Kind: "pv", Mode: "pass-through", Launcher: proc.Identity{PID: gone.Process.Pid, StartTime: 1}, QEMUPID: gone.Process.Pid},
+	} {
+		_, err := registry.Write(dir, r)
+		require.NoError(t, err)
+	}
+	out, _, status := dmctl(t, "--state-dir", dir, "list")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `(?m)^3\s+alive\s+hvm\s+pass-through\s+`+strconv.Itoa(liveID.PID)+`\s+1m3\ds\s+-\s+-\s+running$`, out)
+	assert.Regexp(t, `(?m)^7\s+dead\s+pv\s+pass-through\s+\d+\s+-\s+-\s+-\s+stale$`, out)
+
+	out, _, status = dmctl(t, "--state-dir", dir, "list", "--json")
+	require.Equal(t, 0, status)
+	var entries []registry.Entry
+	require.NoError(t, json.Unmarshal([]byte(out), &entries))
+	require.Len(t, entries, 2)
+	assert.False(t, entries[0].Stale)
+	assert.Equal(t, liveID, entries[0].Launcher)
+	assert.True(t, entries[1].Stale)
+
+	out, _, status = dmctl(t, "--state-dir", filepath.Join(dir, "none"), "list", "--json")
+	require.Equal(t, 0, status)
+	assert.Equal(t, "[]\n", out)
+}
+
+func TestVersion(t *testing.T) {
+	out, _, status := dmctl(t, "version")
+	assert.Equal(t, 0, status)
+	assert.Regexp(t, `^dmctl \S+\n$`, out)
+}
