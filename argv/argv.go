@@ -29,11 +29,7 @@ func (w Word) Name() string {
 	if !w.IsOption() {
 		return ""
 	}
-	n := w.Flag[1:]
-	if strings.HasPrefix(n, "-") {
-		n = n[1:]
-	}
-	return n
+	return strings.TrimPrefix(w.Flag[1:], "-")
 }
 
 // Canonical is Name with short aliases resolved ("M" is "machine").

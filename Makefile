@@ -1,0 +1,58 @@
+# dmlaunch — see README.md.
+GO        ?= go
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin
+# Fuzzing time per target in "make test"; longer runs: make fuzz FUZZTIME=10m
+FUZZTIME  ?= 20s
+DEMO_DIR  := .demo
+
+.PHONY: all build test unit fuzz lint deps demo bench install uninstall clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/dmlaunch ./cmd/dmctl
+
+deps:
+	scripts/deps.sh
+
+# Everything CI runs: the real QEMU, gdbserver and gdb are installed first.
+test: deps build lint
+	$(GO) test -count=1 ./...
+	$(MAKE) fuzz
+
+unit:
+	$(GO) test -count=1 -short ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzRoundTrip$$' -fuzztime $(FUZZTIME) ./argv
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# Boot the built-in guest (512 bytes that write to COM1) under the real QEMU,
+# through dmlaunch, exactly as the toolstack would start it.
+demo: build
+	@command -v /usr/libexec/qemu-system-i386 >/dev/null 2>&1 || scripts/deps.sh
+	@mkdir -p $(DEMO_DIR)
+	@$(GO) run ./internal/guest/mkguest $(DEMO_DIR)/boot.img
+	@echo "== the decisions (DMLAUNCH_DRY_RUN=1):"
+	@scripts/demo.sh $(DEMO_DIR) dry
+	@echo "== the launch:"
+	@scripts/demo.sh $(DEMO_DIR)
+
+bench: build
+	$(GO) run ./internal/benchmark/dmbench
+	$(GO) test -run '^$$' -bench . -benchmem ./argv ./domid
+
+install: build
+	scripts/install.sh
+
+uninstall:
+	scripts/uninstall.sh
+
+clean:
+	rm -rf $(BIN) $(DEMO_DIR)
