@@ -2,7 +2,6 @@ package domid
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -20,7 +19,7 @@ import (
 
 // File names inside the state directory.
 const (
-	LeaseFile = "domids.json"
+	LeaseFile = "domids"
 	lockFile  = "domids.lock"
 	// DefaultHistory is libxl's record of recently destroyed domains.
 	DefaultHistory = "/var/run/xen/domid-history"
@@ -275,19 +274,20 @@ func (a *Allocator) update(fn func(st *State, now float64) error) error {
 	if err := statedir.Ensure(a.Dir); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(a.Dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	lockPath := filepath.Join(a.Dir, lockFile)
+	lock, err := unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("open lease lock: %w", err)
+		return fmt.Errorf("open lease lock %s: %w", lockPath, err)
 	}
-	defer lock.Close() // closing drops the flock
+	defer unix.Close(lock) // closing drops the flock, as does dying
 	for {
-		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX)
+		err = unix.Flock(lock, unix.LOCK_EX)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", lock.Name(), err)
+		return fmt.Errorf("lock %s: %w", lockPath, err)
 	}
 	st, err := a.read()
 	if err != nil {
@@ -303,25 +303,22 @@ func (a *Allocator) update(fn func(st *State, now float64) error) error {
 
 func (a *Allocator) read() (State, error) {
 	st := State{Version: 1, Next: FirstGuest}
-	b, err := os.ReadFile(filepath.Join(a.Dir, LeaseFile))
+	b, err := atomicfile.ReadSmall(filepath.Join(a.Dir, LeaseFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
 	if err != nil {
 		return st, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
+	st, err = unmarshalState(b)
+	if err != nil {
 		return st, fmt.Errorf("lease file %s is damaged (%v); move it aside to start afresh", filepath.Join(a.Dir, LeaseFile), err)
 	}
 	return st, nil
 }
 
 func (a *Allocator) write(st State) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(a.Dir, LeaseFile), append(b, '\n'), 0o600)
+	return atomicfile.Write(filepath.Join(a.Dir, LeaseFile), st.marshal(), 0o600)
 }
 
 func monotonic() float64 {

@@ -364,8 +364,10 @@ func (p *Plan) Launch(stderr io.Writer) error {
 	}
 	var rec *registry.Record
 	if p.HasDomid {
-		if err := statedir.Ensure(p.Config.StateDir); err != nil {
-			return p.undo(lease, nil, err)
+		if lease == nil { // Acquire made and checked it otherwise
+			if err := statedir.Ensure(p.Config.StateDir); err != nil {
+				return err
+			}
 		}
 		r := registry.Record{
 			Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,

@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmlaunch/dmlaunch/internal/registry"
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -114,7 +115,7 @@ func TestPassThroughExecsInPlace(t *testing.T) {
 	assert.Equal(t, r.fake.Argv, strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"))
 
 	// The record was written before the exec and names the process.
-	entries, err := registry.List(r.state)
+	entries, err := inventory.List(r.state)
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 	e := entries[0]
@@ -152,9 +153,9 @@ func TestLaunchWithoutDomidGetsALease(t *testing.T) {
 	require.True(t, r.started)
 	assert.Equal(t, "1", r.fake.Env["XEN_DOMAIN_ID"], "the leased domid is passed on")
 	assert.Contains(t, r.stderr, "domain 1 (nodomid): unknown, domid from lease")
-	st, err := os.ReadFile(filepath.Join(state, "domids.json"))
+	st, err := os.ReadFile(filepath.Join(state, domid.LeaseFile))
 	require.NoError(t, err)
-	assert.Contains(t, string(st), `"allocated": true`)
+	assert.Regexp(t, `(?m)^lease 1 "unknown" \d+ \d+ 1 `, string(st), "an allocated lease")
 }
 
 func TestProbeTakesNoDomidAndNoLease(t *testing.T) {
@@ -165,7 +166,7 @@ func TestProbeTakesNoDomidAndNoLease(t *testing.T) {
 	_, hasDomid := r.fake.Env["XEN_DOMAIN_ID"]
 	assert.False(t, hasDomid)
 	assert.Contains(t, r.stderr, "dmlaunch: capability probe: probe, pass-through")
-	_, err := os.Stat(filepath.Join(state, "domids.json"))
+	_, err := os.Stat(filepath.Join(state, domid.LeaseFile))
 	assert.True(t, os.IsNotExist(err), "no lease taken")
 }
 

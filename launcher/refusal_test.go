@@ -5,7 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/dmlaunch/dmlaunch/internal/registry"
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -66,13 +67,13 @@ func TestRefusals(t *testing.T) {
 				assert.Contains(t, r.stderr, w)
 			}
 			assert.Empty(t, r.stdout)
-			entries, err := registry.List(r.state)
+			entries, err := inventory.List(r.state)
 			if tt.state == "" {
 				require.NoError(t, err)
 			}
 			assert.Empty(t, entries, "no registry record is left behind")
-			if b, err := os.ReadFile(filepath.Join(r.state, "domids.json")); err == nil {
-				assert.NotContains(t, string(b), `"domid": 5`, "no lease is left behind")
+			if b, err := os.ReadFile(filepath.Join(r.state, domid.LeaseFile)); err == nil {
+				assert.NotContains(t, string(b), "lease 5 ", "no lease is left behind")
 			}
 		})
 	}

@@ -30,7 +30,7 @@ func init() {
 release   free a domid leased by hand (or one whose holder you know is gone)
 ls        list leases and recently freed domids that are still cooling down
 
-Leases live in <state dir>/domids.json, changed under a lock. A freed domid is
+Leases live in <state dir>/domids, changed under a lock. A freed domid is
 not handed out again for LIBXL_DOMID_REUSE_TIMEOUT seconds (default 60), and
 domids in libxl's /var/run/xen/domid-history are skipped likewise.`,
 		example: "  dmctl domid alloc --name test-vm\n  dmctl domid ls\n  dmctl domid release 5",

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dmlaunch/dmlaunch/internal/registry"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
 )
@@ -43,13 +43,13 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 	if len(args) > 0 {
 		return usagef("takes no arguments")
 	}
-	entries, err := registry.List(e.stateDir)
+	entries, err := inventory.List(e.stateDir)
 	if err != nil {
 		return err
 	}
 	if j, _ := fs.GetBool("json"); j {
 		if entries == nil {
-			entries = []registry.Entry{}
+			entries = []inventory.Entry{}
 		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/stretchr/testify/assert"
@@ -132,7 +133,7 @@ func TestListAgreesWithRegistryAndProc(t *testing.T) {
 
 	out, _, status = dmctl(t, "--state-dir", dir, "list", "--json")
 	require.Equal(t, 0, status)
-	var entries []registry.Entry
+	var entries []inventory.Entry
 	require.NoError(t, json.Unmarshal([]byte(out), &entries))
 	require.Len(t, entries, 2)
 	assert.False(t, entries[0].Stale)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // Identity names one process for its whole life.
@@ -16,32 +18,45 @@ type Identity struct {
 	StartTime uint64 `json:"start_time"`
 }
 
-// StartTime reads a process's start time.
-func StartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// stat reads /proc/<pid>/stat with plain system calls: it is read for
+// every lease on every launch, and os.ReadFile's poller set-up costs more
+// than the read.
+func stat(pid int) (state byte, start uint64, err error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return 0, 0, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	var buf [1024]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil {
+		return 0, 0, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	b := buf[:n]
 	// The command name (field 2) may hold spaces and parentheses: the
 	// fields after it start behind the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return 0, 0, fmt.Errorf("%s: no command name", path)
 	}
 	f := bytes.Fields(b[i+1:])
 	// f[0] is field 3 (state); the start time is field 22.
 	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields, want at least 22", pid, len(f)+2)
+		return 0, 0, fmt.Errorf("%s: %d fields, want at least 22", path, len(f)+2)
 	}
-	return strconv.ParseUint(string(f[19]), 10, 64)
+	start, err = strconv.ParseUint(string(f[19]), 10, 64)
+	return f[0][0], start, err
+}
+
+// StartTime reads a process's start time.
+func StartTime(pid int) (uint64, error) {
+	_, st, err := stat(pid)
+	return st, err
 }
 
 // Self is the calling process's identity.
-func Self() (Identity, error) {
-	pid := os.Getpid()
-	st, err := StartTime(pid)
-	return Identity{PID: pid, StartTime: st}, err
-}
+func Self() (Identity, error) { return Of(os.Getpid()) }
 
 // Of returns the identity of a running process.
 func Of(pid int) (Identity, error) {
@@ -54,14 +69,6 @@ func (id Identity) Alive() bool {
 	if id.PID <= 0 {
 		return false
 	}
-	st, err := StartTime(id.PID)
-	if err != nil || st != id.StartTime {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(id.PID) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	state, st, err := stat(id.PID)
+	return err == nil && st == id.StartTime && state != 'Z' && state != 'X'
 }
