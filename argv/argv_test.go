@@ -205,3 +205,34 @@ func TestRuleErrorNamesRule(t *testing.T) {
 	assert.ErrorIs(t, err, boom)
 	assert.Contains(t, err.Error(), "broken")
 }
+
+func TestDebugRules(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"replaces the first serial", []string{"-serial", "pty", "-serial", "null"}, []string{"-serial", "/dev/pts/9", "-serial", "null"}},
+		{"adds one", []string{"-nographic"}, []string{"-nographic", "-serial", "/dev/pts/9"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cl, err := Parse(tt.args)
+			require.NoError(t, err)
+			out, _, err := ApplyRules(cl, SerialToDevice("/dev/pts/9"))
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, out.Render())
+		})
+	}
+	cl, _ := Parse([]string{"-S"})
+	out, _, err := ApplyRules(cl, AddQMPSocket("/run/a,b/5.qmp"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"-S", "-chardev", "socket,id=dmlaunch-qmp,path=/run/a,,b/5.qmp,server=on,wait=off", "-mon", "chardev=dmlaunch-qmp,mode=control"}, out.Render())
+	path, _ := ParseSubopts(out.Words[1].Value, "backend").Get("path")
+	assert.Equal(t, "/run/a,b/5.qmp", path, "the path survives QEMU's comma escaping")
+
+	pty, _ := Parse([]string{"-serial", "pty"})
+	assert.True(t, pty.WantsPTYSerial())
+	none, _ := Parse([]string{"-serial", "null"})
+	assert.False(t, none.WantsPTYSerial())
+}

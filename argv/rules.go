@@ -68,3 +68,53 @@ func equalWords(a, b []string) bool {
 	}
 	return true
 }
+
+// SerialToDevice connects the guest's first serial port to a host device
+// (the launcher's pty): the first -serial is replaced, or one is added.
+func SerialToDevice(path string) Rule {
+	return Rule{
+		Name: "serial-to-pty",
+		Why:  "the first serial port goes to the launcher's pty, which keeps every byte in the console log",
+		Apply: func(cl CommandLine) (CommandLine, error) {
+			c := cl.Clone()
+			for i, w := range c.Words {
+				if w.IsOption() && w.Canonical() == "serial" && w.HasValue {
+					c.Words[i].Value = path
+					return c, nil
+				}
+			}
+			c.Words = append(c.Words, Word{Flag: "-serial", Value: path, HasValue: true})
+			return c, nil
+		},
+	}
+}
+
+// QMPSocketID is the chardev id of the launcher's own monitor socket.
+const QMPSocketID = "dmlaunch-qmp"
+
+// AddQMPSocket gives QEMU a QMP monitor on a unix socket of the
+// launcher's, beside whatever monitors the toolstack set up.
+func AddQMPSocket(path string) Rule {
+	return Rule{
+		Name: "add-qmp-socket",
+		Why:  "a QMP socket of dmlaunch's own, for dmctl monitor",
+		Apply: func(cl CommandLine) (CommandLine, error) {
+			c := cl.Clone()
+			c.Words = append(c.Words,
+				Word{Flag: "-chardev", Value: "socket,id=" + QMPSocketID + ",path=" + escapeCommas(path) + ",server=on,wait=off", HasValue: true},
+				Word{Flag: "-mon", Value: "chardev=" + QMPSocketID + ",mode=control", HasValue: true})
+			return c, nil
+		},
+	}
+}
+
+// WantsPTYSerial reports whether the toolstack asked for the first serial
+// port on a QEMU pty (libxl's "serial=pty"), which it then looks up with
+// query-chardev and publishes for xl console.
+func (cl CommandLine) WantsPTYSerial() bool {
+	v, ok := cl.Values("serial"), false
+	if len(v) > 0 {
+		ok = v[0] == "pty"
+	}
+	return ok
+}

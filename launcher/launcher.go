@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/argv"
 	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/internal/shellquote"
@@ -65,6 +66,9 @@ type Inputs struct {
 	Self os.FileInfo
 	// OwnPaths are the paths dmlaunch was started by, for "<path>.distrib".
 	OwnPaths []string
+	// InheritedFDs are the toolstack's fds beyond 0-2 (supervised mode
+	// passes them on at the same numbers; exec keeps them anyway).
+	InheritedFDs []int
 }
 
 // CurrentInputs describes the running process.
@@ -281,8 +285,14 @@ func Hint(err error) string {
 		held     *domid.HeldError
 		notFound *NotFoundError
 		notExec  *NotExecutableError
+		busy     *gdbwrap.PortBusyError
+		portMax  *gdbwrap.PortRangeError
 	)
 	switch {
+	case errors.As(err, &busy):
+		return "the domain was not started"
+	case errors.As(err, &portMax):
+		return "lower the base port in DMLAUNCH_GDB_LISTEN"
 	case errors.As(err, &setting):
 		return "dmlaunch(8) lists every setting"
 	case errors.As(err, &missing):
@@ -313,11 +323,14 @@ func ExitCode(err error) int {
 		held     *domid.HeldError
 		notFound *NotFoundError
 		notExec  *NotExecutableError
+		busy     *gdbwrap.PortBusyError
+		portMax  *gdbwrap.PortRangeError
 	)
 	switch {
 	case err == nil:
 		return 0
-	case errors.As(err, &setting), errors.As(err, &missing), errors.As(err, &invalid),
+	case errors.As(err, &busy), errors.As(err, &portMax),
+		errors.As(err, &setting), errors.As(err, &missing), errors.As(err, &invalid),
 		errors.As(err, &conflict), errors.As(err, &held), errors.Is(err, statedir.ErrUnsafe):
 		return ExitBadInput
 	case errors.As(err, &notExec):
@@ -340,9 +353,6 @@ func Report(w io.Writer, p *Plan, err error) {
 // Launch takes the lease, writes the registry record, logs the launch and
 // execs the real QEMU in place. It returns only on failure.
 func (p *Plan) Launch(stderr io.Writer) error {
-	if p.Mode != ModePassThrough {
-		return fmt.Errorf("debug mode %s is not available in this build", p.Mode)
-	}
 	self, err := proc.Self()
 	if err != nil {
 		return err
@@ -407,7 +417,7 @@ func (p *Plan) undo(lease *domid.Lease, rec *registry.Record, err error) error {
 }
 
 // Main is dmlaunch's entry point.
-func Main(in Inputs, stdout, stderr io.Writer) int {
+func Main(in Inputs, stdout io.Writer, stderr *os.File) int {
 	p, err := Prepare(in)
 	if err != nil {
 		Report(stderr, p, err)
@@ -416,6 +426,17 @@ func Main(in Inputs, stdout, stderr io.Writer) int {
 	if p.Config.DryRun {
 		p.Describe(stdout)
 		return 0
+	}
+	if p.Mode != ModePassThrough {
+		if in.InheritedFDs == nil {
+			in.InheritedFDs = InheritedFDs()
+		}
+		status, err := p.Supervise(in, stderr)
+		if err != nil {
+			Report(stderr, p, err)
+			return ExitCode(err)
+		}
+		return status
 	}
 	err = p.Launch(stderr)
 	Report(stderr, p, err)
