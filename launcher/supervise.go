@@ -395,4 +395,3 @@ func InheritedFDs() []int {
 	}
 	return out
 }
-
