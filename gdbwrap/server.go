@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // AttachArgs is gdbserver's command line for one debugger: attach to pid
@@ -128,15 +129,28 @@ func (s *Server) handle(conn *net.TCPConn) {
 
 // Close stops accepting, kills an attached gdbserver (the kernel detaches
 // it from QEMU) and waits for it to be reaped.
-func (s *Server) Close() {
+func (s *Server) Close() { s.Shutdown(0) }
+
+// Shutdown stops accepting and gives an attached gdbserver up to grace to
+// end by itself (after QEMU exits, it still has to tell gdb), then kills it.
+func (s *Server) Shutdown(grace time.Duration) {
 	s.mu.Lock()
 	s.closed = true
+	s.mu.Unlock()
+	s.Listener.Close()
+	ended := make(chan struct{})
+	go func() { s.served.Wait(); close(ended) }()
+	select {
+	case <-ended:
+		return
+	case <-time.After(grace):
+	}
+	s.mu.Lock()
 	if s.active != nil && s.active.Process != nil {
 		_ = s.active.Process.Kill()
 	}
 	s.mu.Unlock()
-	s.Listener.Close()
-	s.served.Wait()
+	<-ended
 }
 
 func exitText(err error) string {

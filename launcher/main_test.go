@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -65,6 +67,9 @@ func fakeQEMU(report string) {
 	b, _ := json.Marshal(r)
 	if err := os.WriteFile(report, b, 0o600); err != nil {
 		os.Exit(99)
+	}
+	if os.Getenv("FAKE_QEMU_IGNORE") == "TERM" {
+		signal.Ignore(syscall.SIGTERM)
 	}
 	if os.Getenv("FAKE_QEMU_HOLD") != "" {
 		select {} // run until killed, like a device model

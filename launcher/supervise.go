@@ -246,9 +246,9 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 		go server.Serve()
 	}
 
-	stopDebugger := func() {
+	stopDebugger := func(grace time.Duration) {
 		if server != nil {
-			server.Close()
+			server.Shutdown(grace)
 			server = nil
 			_ = syscall.Kill(pid, syscall.SIGCONT)
 		}
@@ -266,7 +266,7 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 				continue
 			}
 			fmt.Fprintf(stderr, "dmlaunch: %s: %v: stopping QEMU (pid %d), SIGKILL in %v\n", p.Subject(), s, pid, GracePeriod)
-			stopDebugger()
+			stopDebugger(0)
 			_ = syscall.Kill(pid, s)
 			killTimer = time.After(GracePeriod)
 		case <-killTimer:
@@ -274,7 +274,8 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	stopDebugger()
+	// QEMU is gone; gdbserver still has to tell gdb how it ended.
+	stopDebugger(5 * time.Second)
 	cons.Drain()
 	status := qemu.exitStatus()
 	fmt.Fprintf(stderr, "dmlaunch: %s: QEMU (pid %d) %s; %d console bytes in %s\n", p.Subject(), pid, describeStatus(qemu.status), cons.Logged(), cons.LogPath)

@@ -1,0 +1,263 @@
+package launcher
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmlaunch/dmlaunch/internal/guest"
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func bootImage(t *testing.T, o guest.Options) string {
+	img, err := guest.BootSector(o)
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "boot.img")
+	require.NoError(t, os.WriteFile(path, img, 0o644))
+	return path
+}
+
+// guestArgs is a toolstack-like command line for the TCG QEMU (which
+// refuses -xen-domid; the domid comes as XEN_DOMAIN_ID, as libxl sets it).
+func guestArgs(name, disk string) []string {
+	return append([]string{"-name", name, "-machine", "pc", "-accel", "tcg", "-display", "none",
+		"-nodefaults", "-no-user-config", "-serial", "pty", "-drive", "file=" + disk + ",format=raw,if=floppy"},
+		guest.QEMUArgs()...)
+}
+
+func gdbBatch(t *testing.T, gdb string, cmds ...string) string {
+	t.Helper()
+	var args []string
+	args = append(args, "-nx", "-batch")
+	for _, c := range cmds {
+		args = append(args, "-ex", c)
+	}
+	cmd := exec.Command(gdb, args...)
+	cmd.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "gdb %q:\n%s", cmds, out)
+	return string(out)
+}
+
+// procStatus reads TracerPid and the state letter.
+func procStatus(t *testing.T, pid int) (tracer int, state byte) {
+	tracer, state, err := traceState(pid)
+	require.NoError(t, err)
+	return tracer, state
+}
+
+// listenerOwners finds the pids holding a listening TCP socket on port.
+func listenerOwners(t *testing.T, port int) []int {
+	inodes := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			_, p, _ := strings.Cut(f[1], ":")
+			if n, _ := strconv.ParseInt(p, 16, 32); int(n) == port {
+				inodes[f[9]] = true
+			}
+		}
+	}
+	require.NotEmpty(t, inodes, "nothing listens on port %d", port)
+	var pids []int
+	procs, _ := os.ReadDir("/proc")
+	for _, pd := range procs {
+		pid, err := strconv.Atoi(pd.Name())
+		if err != nil {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, fd := range fds {
+			target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if m := regexp.MustCompile(`^socket:\[(\d+)\]$`).FindStringSubmatch(target); m != nil && inodes[m[1]] {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+func TestGDBAttachModeWithRealQEMU(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdbserver", "gdb")
+	qemu, gdb := paths[0], paths[2]
+	const line = "debug guest console line"
+	disk := bootImage(t, guest.Options{Message: line + "\r\n"}) // halts: runs until stopped
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=gdb", "DMLAUNCH_GDB_ALLOW=127.0.0.1/32"}, guestArgs("gdb guest", disk))
+	target := fmt.Sprintf("127.0.0.1:%d", s.port)
+	s.waitLog(t, "gdb: target remote "+target)
+	rec := s.record(t)
+	assert.Equal(t, target, rec.GDB)
+	assert.Equal(t, s.cmd.Process.Pid, rec.Launcher.PID)
+	assert.Regexp(t, `^/dev/pts/\d+$`, rec.ConsolePTY)
+
+	// The guest's line is in the console log before any debugger came.
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(rec.ConsoleLog)
+		return strings.Contains(string(b), line)
+	}, 30*time.Second, 20*time.Millisecond)
+
+	// Nobody but the launcher listens on the debug port.
+	assert.Equal(t, []int{s.cmd.Process.Pid}, listenerOwners(t, s.port))
+
+	for round := 1; round <= 2; round++ {
+		out := gdbBatch(t, gdb, "target remote "+target, "info inferiors", "info threads", "detach")
+		assert.Contains(t, out, fmt.Sprintf("process %d", rec.QEMUPID), "round %d: gdb is inside the QEMU the registry names", round)
+		assert.GreaterOrEqual(t, strings.Count(out, fmt.Sprintf("Thread %d.", rec.QEMUPID)), 2, "round %d: QEMU's threads are visible", round)
+		assert.Contains(t, out, "detached")
+		s.waitLog(t, fmt.Sprintf("left (gdbserver: exit 0)"))
+		require.Eventually(t, func() bool {
+			tracer, state := procStatus(t, rec.QEMUPID)
+			return tracer == 0 && state != 't' && state != 'T'
+		}, 10*time.Second, 10*time.Millisecond, "round %d: QEMU runs on untraced after detach", round)
+	}
+
+	// One debugger at a time: a second connection is refused while the
+	// first is attached.
+	first, err := net.Dial("tcp", target)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { tracer, _ := procStatus(t, rec.QEMUPID); return tracer != 0 }, 10*time.Second, 10*time.Millisecond)
+	second, err := net.Dial("tcp", target)
+	require.NoError(t, err)
+	_ = second.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, err := io.ReadAll(second)
+	require.NoError(t, err, "the refused connection is closed, not left hanging")
+	assert.Equal(t, "$E01#a6", string(reply))
+	s.waitLog(t, "a debugger is already attached")
+	first.Close()
+	require.Eventually(t, func() bool { tracer, _ := procStatus(t, rec.QEMUPID); return tracer == 0 }, 10*time.Second, 10*time.Millisecond)
+
+	// A client outside the allowlist is refused and logged.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	outsider, err := d.Dial("tcp", target)
+	require.NoError(t, err)
+	_ = outsider.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, _ = io.ReadAll(outsider)
+	assert.Empty(t, reply)
+	s.waitLog(t, "refused 127.0.0.2:")
+	s.waitLog(t, "not in DMLAUNCH_GDB_ALLOW")
+	tracer, _ := procStatus(t, rec.QEMUPID)
+	assert.Zero(t, tracer, "no gdbserver for a refused client")
+
+	// The guest still runs, and QEMU serves the launcher's QMP socket.
+	_, state := procStatus(t, rec.QEMUPID)
+	assert.NotEqual(t, byte('T'), state)
+	fi, err := os.Stat(rec.QMP)
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeSocket, fi.Mode().Type())
+
+	// The toolstack destroys the domain: SIGHUP, with a debugger attached.
+	attached, err := net.Dial("tcp", target)
+	require.NoError(t, err)
+	defer attached.Close()
+	var gdbserverPID int
+	require.Eventually(t, func() bool { gdbserverPID, _ = procStatus(t, rec.QEMUPID); return gdbserverPID != 0 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGHUP))
+	status := s.wait(t, 30*time.Second)
+	assert.Equal(t, 0, status, "QEMU shuts down cleanly on SIGHUP and its status is the launcher's")
+	assert.False(t, alive(rec.QEMUPID), "QEMU gone")
+	assert.False(t, alive(gdbserverPID), "gdbserver gone")
+	_, err = os.Stat(rec.Path)
+	assert.True(t, os.IsNotExist(err), "registry record removed")
+}
+
+func TestGDBWaitModeWithRealQEMU(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdbserver", "gdb")
+	qemu, gdb := paths[0], paths[2]
+	const line = "started under the debugger"
+	disk := bootImage(t, guest.Options{Message: line + "\r\n", Exit: true, ExitStatus: 3})
+	name := `wait 'guest' "quoted" $(not run) ; & *`
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=gdb-wait"}, guestArgs(name, disk))
+	target := fmt.Sprintf("127.0.0.1:%d", s.port)
+	s.waitLog(t, "stopped before its first instruction")
+	assert.Contains(t, s.stderr.String(), "destroys the domain if QEMU has not started within 1m0s")
+	rec := s.record(t)
+	_, state := procStatus(t, rec.QEMUPID)
+	assert.Equal(t, byte('T'), state, "QEMU waits, stopped, for a debugger")
+
+	// Every argument reaches QEMU unchanged.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", rec.QEMUPID))
+	require.NoError(t, err)
+	assert.Equal(t, rec.Argv, strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00"))
+	assert.Contains(t, rec.Argv, name)
+
+	out := gdbBatch(t, gdb, "handle SIGCONT nostop noprint", "target remote "+target, "break main", "continue", "info symbol $pc", "continue")
+	assert.Contains(t, out, "Breakpoint 1, ")
+	assert.Contains(t, out, "main in section .text")
+	assert.Contains(t, out, "exited with code 07", "gdb sees the guest end QEMU")
+	assert.Equal(t, guest.ExitStatus(3), s.wait(t, 60*time.Second), "QEMU's exit status comes out of the launcher")
+	b, err := os.ReadFile(rec.ConsoleLog)
+	require.NoError(t, err)
+	assert.Equal(t, line+"\r\n", string(b))
+}
+
+func TestConsoleKeepsEveryByte(t *testing.T) {
+	qemu := realtest.Need(t, realtest.QEMUTCG)[0]
+	msg := "0123456789 the quick brown fox jumps over the lazy dog 0123456789 ~!@#$%^&*()_+ ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n"
+	const repeat = 40000 // about 4.4 MB
+	disk := bootImage(t, guest.Options{Message: msg, Repeat: repeat, Exit: true, ExitStatus: 0})
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=console"}, guestArgs("chatty", disk))
+	rec := s.record(t)
+	assert.Equal(t, guest.ExitStatus(0), s.wait(t, 240*time.Second))
+	f, err := os.Open(rec.ConsoleLog)
+	require.NoError(t, err)
+	defer f.Close()
+	fi, err := f.Stat()
+	require.NoError(t, err)
+	assert.Equal(t, int64(len(msg)*repeat), fi.Size(), "every byte is in the log, nobody having opened the pty")
+	r := bufio.NewReaderSize(f, 1<<16)
+	chunk := make([]byte, len(msg))
+	for i := 0; i < repeat; i++ {
+		_, err := io.ReadFull(r, chunk)
+		require.NoError(t, err)
+		if !bytes.Equal(chunk, []byte(msg)) {
+			t.Fatalf("copy %d differs: %q", i, chunk)
+		}
+	}
+	assert.Contains(t, s.stderr.String(), fmt.Sprintf("%d console bytes in", len(msg)*repeat))
+}
+
+func TestSIGKILLedLauncherTakesQEMUAndGDBServer(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdbserver")
+	disk := bootImage(t, guest.Options{Message: "x\r\n"})
+	for _, withDebugger := range []bool{false, true} {
+		t.Run(fmt.Sprintf("debugger=%v", withDebugger), func(t *testing.T) {
+			s := startSupervised(t, paths[0], []string{"DMLAUNCH_DEBUG=gdb"}, guestArgs("killed", disk))
+			rec := s.record(t)
+			gdbserverPID := 0
+			if withDebugger {
+				conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
+				require.NoError(t, err)
+				defer conn.Close()
+				require.Eventually(t, func() bool { gdbserverPID, _ = procStatus(t, rec.QEMUPID); return gdbserverPID != 0 }, 10*time.Second, 10*time.Millisecond)
+			}
+			require.NoError(t, s.cmd.Process.Kill())
+			start := time.Now()
+			require.Eventually(t, func() bool { return !alive(rec.QEMUPID) }, time.Second, 5*time.Millisecond, "QEMU gone within a second")
+			t.Logf("QEMU gone %v after the launcher's SIGKILL", time.Since(start).Round(time.Millisecond))
+			if withDebugger {
+				require.Eventually(t, func() bool { return !alive(gdbserverPID) }, time.Second, 5*time.Millisecond, "gdbserver gone")
+			}
+		})
+	}
+}
