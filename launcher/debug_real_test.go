@@ -125,7 +125,7 @@ func TestGDBAttachModeWithRealQEMU(t *testing.T) {
 		assert.Contains(t, out, fmt.Sprintf("process %d", rec.QEMUPID), "round %d: gdb is inside the QEMU the registry names", round)
 		assert.GreaterOrEqual(t, strings.Count(out, fmt.Sprintf("Thread %d.", rec.QEMUPID)), 2, "round %d: QEMU's threads are visible", round)
 		assert.Contains(t, out, "detached")
-		s.waitLog(t, fmt.Sprintf("left (gdbserver: exit 0)"))
+		s.waitLog(t, "left (gdbserver: exit 0)")
 		require.Eventually(t, func() bool {
 			tracer, state := procStatus(t, rec.QEMUPID)
 			return tracer == 0 && state != 't' && state != 'T'
