@@ -37,6 +37,7 @@ func main() {
 	rounds := flag.Int("rounds", 300, "launches per variant")
 	procs := flag.Int("procs", 64, "concurrent allocating processes")
 	perProc := flag.Int("per-proc", 50, "allocations per process")
+	debugRounds := flag.Int("debug-rounds", 10, "QEMU launches per debug-mode figure")
 	flag.Parse()
 
 	work, err := os.MkdirTemp(stateBase(), "dmbench")
@@ -45,6 +46,7 @@ func main() {
 
 	passThrough(work, *rounds)
 	allocators(work, *procs, *perProc)
+	debugFigures(work, *debugRounds)
 }
 
 // stateBase is a tmpfs, as /run is on a Xen host (in some containers it
