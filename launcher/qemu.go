@@ -38,6 +38,12 @@ func (e *NotExecutableError) Error() string { return e.Path + " " + e.Reason }
 // else the known paths. self is dmlaunch's own file, to refuse exec'ing
 // itself through any path, symlink or hard link.
 func FindQEMU(setting string, ownPaths []string, self os.FileInfo) (string, error) {
+	return FindQEMUAmong(setting, ownPaths, KnownQEMUPaths, self)
+}
+
+// FindQEMUAmong is FindQEMU with the known paths given, for checking an
+// installation under another root.
+func FindQEMUAmong(setting string, ownPaths, known []string, self os.FileInfo) (string, error) {
 	if setting != "" {
 		return setting, checkQEMU(setting, self)
 	}
@@ -49,7 +55,7 @@ func FindQEMU(setting string, ownPaths []string, self os.FileInfo) (string, erro
 			candidates = append(candidates, p+".distrib")
 		}
 	}
-	candidates = append(candidates, KnownQEMUPaths...)
+	candidates = append(candidates, known...)
 	for _, c := range candidates {
 		if seen[c] {
 			continue

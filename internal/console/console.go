@@ -15,7 +15,7 @@ import (
 	"syscall"
 
 	"github.com/creack/pty"
-	"golang.org/x/sys/unix"
+	"github.com/dmlaunch/dmlaunch/internal/term"
 )
 
 // Console is a running relay.
@@ -58,7 +58,7 @@ func Open(logPath string) (*Console, error) {
 	// (QEMU, a terminal program) sets its own modes. The launcher keeps
 	// each slave open so the masters never see EIO between users.
 	for _, s := range []*os.File{c.qemuSlave, c.userSlave} {
-		if err := makeRaw(int(s.Fd())); err != nil {
+		if _, err := term.MakeRaw(int(s.Fd())); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -68,20 +68,6 @@ func Open(logPath string) (*Console, error) {
 	go c.toUsers()
 	go c.fromUsers()
 	return c, nil
-}
-
-func makeRaw(fd int) error {
-	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return err
-	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	t.Cc[unix.VMIN], t.Cc[unix.VTIME] = 1, 0
-	return unix.IoctlSetTermios(fd, unix.TCSETS, t)
 }
 
 // fromQEMU copies every byte QEMU writes into the log, then offers it to

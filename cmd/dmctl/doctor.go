@@ -1,0 +1,222 @@
+package main
+
+import (
+	"debug/buildinfo"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/dmlaunch/dmlaunch/internal/statedir"
+	"github.com/dmlaunch/dmlaunch/launcher"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	register(&command{
+		name:  "doctor",
+		args:  "[--json] [--root DIR]",
+		short: "check an installation and say how to fix each problem",
+		long: `Checks that dmlaunch sits at the device-model path the local toolstack
+execs, that the real QEMU is found and is not dmlaunch itself, that gdbserver
+and gdb are installed, that ptrace is allowed, that the state and log
+directories are usable with safe modes, and that the settings are valid.
+Exit status 1 when any check fails.
+
+--root checks an installation under DIR (as scripts/install.sh DESTDIR=DIR made it).`,
+		example: "  dmctl doctor\n  dmctl doctor --json | jq '.[] | select(.ok | not)'",
+		flags: func(fs *pflag.FlagSet) {
+			fs.Bool("json", false, "print the checks as JSON")
+			fs.String("root", "/", "check the installation under `DIR`")
+		},
+		run: runDoctor,
+	})
+}
+
+// Check is one finding of dmctl doctor.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// dmlaunchModule identifies a dmlaunch binary by its embedded build info.
+const dmlaunchModule = "github.com/dmlaunch/dmlaunch/cmd/dmlaunch"
+
+func runDoctor(e *env, fs *pflag.FlagSet, args []string) error {
+	if len(args) > 0 {
+		return usagef("takes no arguments")
+	}
+	root, _ := fs.GetString("root")
+	checks := doctor(root)
+	if j, _ := fs.GetBool("json"); j {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(checks); err != nil {
+			return err
+		}
+	} else {
+		for _, c := range checks {
+			mark := "ok  "
+			if !c.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(e.stdout, "%s %-18s %s\n", mark, c.Name, c.Detail)
+			if !c.OK && c.Fix != "" {
+				fmt.Fprintf(e.stdout, "     %-18s fix: %s\n", "", c.Fix)
+			}
+		}
+	}
+	for _, c := range checks {
+		if !c.OK {
+			return &exitCode{exitFailure}
+		}
+	}
+	return nil
+}
+
+func isDmlaunch(path string) bool {
+	bi, err := buildinfo.ReadFile(path)
+	return err == nil && bi.Path == dmlaunchModule
+}
+
+func doctor(root string) []Check {
+	at := func(p string) string { return filepath.Join(root, p) }
+	var out []Check
+	add := func(name string, ok bool, detail, fix string) {
+		out = append(out, Check{Name: name, OK: ok, Detail: detail, Fix: fix})
+	}
+
+	// Settings first: they name the directories checked below.
+	env := os.Environ()
+	if root != "/" {
+		env = append(env, "DMLAUNCH_CONFIG="+at(launcher.DefaultConfigFile))
+	}
+	getenv := func(k string) (string, bool) {
+		for i := len(env) - 1; i >= 0; i-- {
+			if key, v, ok := strings.Cut(env[i], "="); ok && key == k {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	cfg, err := launcher.LoadConfig(getenv, env)
+	if err != nil {
+		add("settings", false, err.Error(), "fix the named setting in the environment or in "+launcher.DefaultConfigFile)
+	} else {
+		src := "defaults and the environment"
+		if cfg.File != "" {
+			src = cfg.File
+		}
+		add("settings", true, "valid ("+src+")", "")
+	}
+
+	// The device-model path the local toolstack execs.
+	var dm string
+	for _, p := range launcher.KnownQEMUPaths {
+		if _, err := os.Stat(at(p)); err == nil {
+			dm = p
+			break
+		}
+	}
+	switch {
+	case dm == "":
+		add("device model", false, "nothing at "+strings.Join(launcher.KnownQEMUPaths, " or "), "install qemu-system-xen (or Xen's QEMU), then scripts/install.sh")
+	case !isDmlaunch(at(dm)):
+		add("device model", false, dm+" is not dmlaunch: launches bypass it", "run scripts/install.sh")
+	default:
+		add("device model", true, dm+" is dmlaunch", "")
+	}
+
+	// The real QEMU, as dmlaunch at that path would find it.
+	if dm != "" && !isDmlaunch(at(dm)) {
+		add("real QEMU", true, dm+" (dmlaunch is not in front of it)", "")
+	} else if dm != "" {
+		self, _ := os.Stat(at(dm))
+		setting := cfg.QEMU
+		if setting != "" && root != "/" {
+			setting = at(setting)
+		}
+		var known []string
+		for _, p := range launcher.KnownQEMUPaths {
+			known = append(known, at(p))
+		}
+		qemu, err := launcher.FindQEMUAmong(setting, []string{at(dm)}, known, self)
+		switch {
+		case err != nil:
+			add("real QEMU", false, err.Error(), "reinstall the QEMU package and run scripts/install.sh, or set DMLAUNCH_QEMU")
+		case isDmlaunch(qemu):
+			add("real QEMU", false, qemu+" is a copy of dmlaunch, not QEMU", "restore the real QEMU there (scripts/uninstall.sh, reinstall the package)")
+		default:
+			add("real QEMU", true, qemu, "")
+		}
+	}
+
+	for _, tool := range []struct{ name, bin, pkg string }{{"gdbserver", cfg.GDBServer, "gdbserver"}, {"gdb", "gdb", "gdb"}} {
+		if tool.bin == "" {
+			tool.bin = tool.name
+		}
+		if p, err := exec.LookPath(tool.bin); err != nil {
+			add(tool.name, false, tool.bin+" not found", "apt-get install "+tool.pkg)
+		} else {
+			add(tool.name, true, p, "")
+		}
+	}
+
+	// Yama: 1 limits ptrace to descendants (gdbserver is QEMU's sibling),
+	// which root passes with CAP_SYS_PTRACE; 3 forbids it to everyone.
+	scope := "0"
+	if b, err := os.ReadFile(at("/proc/sys/kernel/yama/ptrace_scope")); err == nil {
+		scope = strings.TrimSpace(string(b))
+	}
+	switch {
+	case scope == "3":
+		add("ptrace", false, "kernel.yama.ptrace_scope=3 forbids every attach", "reboot with ptrace_scope below 3 (it cannot be lowered at run time)")
+	case scope != "0" && os.Geteuid() != 0:
+		add("ptrace", false, "kernel.yama.ptrace_scope="+scope+" and not root", "run the toolstack as root, or sysctl kernel.yama.ptrace_scope=0")
+	default:
+		add("ptrace", true, "kernel.yama.ptrace_scope="+scope, "")
+	}
+
+	stateDir := cfg.StateDir
+	if stateDir == "" {
+		stateDir = "/run/dmlaunch"
+	}
+	if root != "/" {
+		stateDir = at(stateDir)
+	}
+	if err := statedir.Check(stateDir); err == nil {
+		add("state directory", true, stateDir+" is private to uid "+fmt.Sprint(os.Geteuid()), "")
+	} else if os.IsNotExist(err) {
+		if werr := unix.Access(filepath.Dir(stateDir), unix.W_OK); werr == nil {
+			add("state directory", true, stateDir+" will be created (0700) on the first launch", "")
+		} else {
+			add("state directory", false, "cannot create "+stateDir+": "+werr.Error(), "create "+filepath.Dir(stateDir)+" or set DMLAUNCH_STATE_DIR")
+		}
+	} else {
+		add("state directory", false, err.Error(), "remove it (dmlaunch recreates it 0700) or set DMLAUNCH_STATE_DIR")
+	}
+
+	logDir := cfg.LogDir
+	if logDir == "" {
+		logDir = "/var/log/xen"
+	}
+	if root != "/" {
+		logDir = at(logDir)
+	}
+	if fi, err := os.Stat(logDir); err != nil {
+		add("log directory", false, err.Error(), "mkdir -p "+logDir+" (the toolstack logs there too)")
+	} else if !fi.IsDir() || unix.Access(logDir, unix.W_OK) != nil {
+		add("log directory", false, logDir+" is not a writable directory", "fix its type and permissions")
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		add("log directory", false, fmt.Sprintf("%s has mode %04o (uid %d): anyone may replace console logs", logDir, fi.Mode().Perm(), st.Uid), "chmod o-w "+logDir)
+	} else {
+		add("log directory", true, logDir, "")
+	}
+	return out
+}

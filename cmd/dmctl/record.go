@@ -1,0 +1,35 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
+)
+
+// lookup finds the live launch of a domain, or says why there is none.
+func lookup(e *env, arg string) (inventory.Entry, error) {
+	d, err := domid.Parse(domid.Candidate{Source: "argument", Value: arg})
+	if err != nil {
+		return inventory.Entry{}, usagef("%v", err)
+	}
+	entries, err := inventory.Find(e.stateDir, d)
+	if err != nil {
+		return inventory.Entry{}, err
+	}
+	var stale *inventory.Entry
+	for i, en := range entries {
+		if en.Kind == "qdisk" {
+			continue
+		}
+		if !en.Stale {
+			return en, nil
+		}
+		stale = &entries[i]
+	}
+	if stale != nil {
+		return *stale, fmt.Errorf("domain %d: its launcher (pid %d) is gone; the record %s is stale (a new launch replaces it)",
+			d, stale.Launcher.PID, stale.Path)
+	}
+	return inventory.Entry{}, fmt.Errorf("domain %d: no launch recorded in %s; dmctl list shows what dmlaunch started", d, e.stateDir)
+}
