@@ -208,4 +208,3 @@ func monitorShell(e *env, m qmp.Monitor, histPath, domain string) error {
 		}
 	}
 }
-
