@@ -1,0 +1,360 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/dmlaunch/dmlaunch/internal/guest"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+var dmlaunchBin, dmctlBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dmctl-test")
+	if err != nil {
+		panic(err)
+	}
+	dmlaunchBin, dmctlBin = filepath.Join(dir, "dmlaunch"), filepath.Join(dir, "dmctl")
+	code := 1
+	out, err := exec.Command("go", "build", "-o", dir+"/", "../dmlaunch", ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// domain is a real QEMU started by dmlaunch in a debug mode.
+type domain struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	state  string
+	domid  int
+	done   chan struct{}
+}
+
+func startDomain(t *testing.T, state string, domid int, mode, name, line string) *domain {
+	t.Helper()
+	qemu := realtest.Need(t, realtest.QEMUTCG)[0]
+	img, err := guest.BootSector(guest.Options{Message: line + "\r\n"})
+	require.NoError(t, err)
+	disk := filepath.Join(t.TempDir(), "boot.img")
+	require.NoError(t, os.WriteFile(disk, img, 0o644))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	base := l.Addr().(*net.TCPAddr).Port - domid
+	l.Close()
+	d := &domain{stderr: &lockedBuffer{}, state: state, domid: domid, done: make(chan struct{})}
+	d.cmd = exec.Command(dmlaunchBin, "-name", name, "-machine", "pc", "-accel", "tcg", "-display", "none",
+		"-nodefaults", "-no-user-config", "-serial", "pty", "-drive", "file="+disk+",format=raw,if=floppy")
+	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_DEBUG=" + mode,
+		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + filepath.Join(t.TempDir(), "log"),
+		fmt.Sprintf("XEN_DOMAIN_ID=%d", domid), fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base)}
+	d.cmd.Stderr = d.stderr
+	require.NoError(t, d.cmd.Start())
+	go func() { _ = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("dmlaunch (domain %d) log:\n%s", domid, d.stderr.String())
+		}
+	})
+	require.Eventually(t, func() bool {
+		entries, _ := inventory.Find(state, domid)
+		return len(entries) == 1 && !entries[0].Stale
+	}, 30*time.Second, 10*time.Millisecond, "domain %d registered", domid)
+	rec := d.record(t)
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(rec.ConsoleLog)
+		return strings.Contains(string(b), line)
+	}, 30*time.Second, 10*time.Millisecond, "the guest wrote its line")
+	return d
+}
+
+func (d *domain) record(t *testing.T) inventory.Entry {
+	entries, err := inventory.Find(d.state, d.domid)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	return entries[0]
+}
+
+// terminal runs dmctl on a real pty, as a person at a terminal would.
+type terminal struct {
+	cmd    *exec.Cmd
+	master *os.File
+	out    *lockedBuffer
+	done   chan struct{}
+	err    error
+}
+
+func startTerminal(t *testing.T, env []string, args ...string) *terminal {
+	t.Helper()
+	tm := &terminal{out: &lockedBuffer{}, done: make(chan struct{})}
+	tm.cmd = exec.Command(dmctlBin, args...)
+	tm.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "TERM=xterm", "DMLAUNCH_CONFIG="}, env...)
+	var err error
+	tm.master, err = pty.StartWithSize(tm.cmd, &pty.Winsize{Rows: 40, Cols: 120})
+	require.NoError(t, err)
+	go func() { _, _ = copyAll(tm.out, tm.master) }()
+	go func() { tm.err = tm.cmd.Wait(); close(tm.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-tm.done:
+		default:
+			_ = tm.cmd.Process.Kill()
+			<-tm.done
+		}
+		tm.master.Close()
+		if t.Failed() {
+			t.Logf("terminal output:\n%q", tm.out.String())
+		}
+	})
+	return tm
+}
+
+func copyAll(dst *lockedBuffer, src *os.File) (int64, error) {
+	buf := make([]byte, 4096)
+	var n int64
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			_, _ = dst.Write(buf[:k])
+			n += int64(k)
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func (tm *terminal) typeText(t *testing.T, s string) {
+	_, err := tm.master.Write([]byte(s))
+	require.NoError(t, err)
+}
+
+// expect waits for substr to appear after the output's first `from` bytes.
+func (tm *terminal) expect(t *testing.T, from int, substr string) int {
+	t.Helper()
+	var at int
+	require.Eventually(t, func() bool {
+		out := tm.out.String()
+		if from > len(out) {
+			return false
+		}
+		i := strings.Index(out[from:], substr)
+		at = from + i + len(substr)
+		return i >= 0
+	}, 20*time.Second, 10*time.Millisecond, "waiting for %q", substr)
+	return at
+}
+
+func (tm *terminal) exitStatus(t *testing.T) int {
+	select {
+	case <-tm.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("dmctl did not exit")
+	}
+	var exit *exec.ExitError
+	if errors.As(tm.err, &exit) {
+		return exit.ExitCode()
+	}
+	require.NoError(t, tm.err)
+	return 0
+}
+
+func TestMonitorShellThroughAPty(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	startDomain(t, state, 5, "console", "monitor guest", "monitor test guest")
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "DMLAUNCH_STATE_DIR=" + state}
+	tm := startTerminal(t, env, "monitor", "5")
+	pos := tm.expect(t, 0, "(qemu) ")
+
+	tm.typeText(t, "info status\r")
+	pos = tm.expect(t, pos, "VM status: running")
+	pos = tm.expect(t, pos, "(qemu) ")
+
+	// Tab completes "info" from "inf".
+	tm.typeText(t, "inf\t")
+	pos = tm.expect(t, pos, "info")
+	tm.typeText(t, " name\r")
+	pos = tm.expect(t, pos, "monitor guest")
+	pos = tm.expect(t, pos, "(qemu) ")
+
+	// Ctrl-C clears a half-typed line.
+	tm.typeText(t, "system_reset_not_really")
+	tm.typeText(t, "\x03")
+	pos = tm.expect(t, pos, "(qemu) ")
+	tm.typeText(t, "info status\r")
+	pos = tm.expect(t, pos, "VM status: running")
+	assert.NotContains(t, tm.out.String()[pos:], "system_reset_not_really", "the aborted line was not run")
+	pos = tm.expect(t, pos, "(qemu) ")
+
+	// Up recalls the last command.
+	tm.typeText(t, "\x1b[A")
+	pos = tm.expect(t, pos, "info status")
+	tm.typeText(t, "\r")
+	pos = tm.expect(t, pos, "VM status: running")
+	tm.expect(t, pos, "(qemu) ")
+
+	// Ctrl-D leaves, with status 0.
+	tm.typeText(t, "\x04")
+	assert.Equal(t, 0, tm.exitStatus(t))
+	hist, err := os.ReadFile(filepath.Join(home, ".dmctl_history"))
+	require.NoError(t, err)
+	// A command repeated at once is kept once, as shells do.
+	assert.Equal(t, "info status\ninfo name\ninfo status\n", string(hist))
+	assert.NotContains(t, string(hist), "system_reset_not_really")
+
+	// The same commands through a pipe, for scripts.
+	cmd := exec.Command(dmctlBin, "--state-dir", state, "monitor", "5")
+	cmd.Stdin = strings.NewReader("info status\ninfo name\n")
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	assert.Equal(t, "VM status: running\nmonitor guest\n", string(out))
+
+	out, err = exec.Command(dmctlBin, "--state-dir", state, "monitor", "5", "-c", "info status").Output()
+	require.NoError(t, err)
+	assert.Equal(t, "VM status: running\n", string(out))
+}
+
+func TestConsoleThroughAPty(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	const line = "hello from the console guest"
+	startDomain(t, state, 6, "console", "console guest", line)
+
+	tm := startTerminal(t, []string{"DMLAUNCH_STATE_DIR=" + state}, "console", "6")
+	slave, err := os.OpenFile(ptsName(t, tm.master), os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	defer slave.Close()
+	pos := tm.expect(t, 0, "--- last ")
+	pos = tm.expect(t, pos, line)
+	pos = tm.expect(t, pos, "Escape character is ^].")
+	raw, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	require.NoError(t, err)
+	assert.Zero(t, raw.Lflag&unix.ECHO, "raw mode while attached")
+
+	tm.typeText(t, "\x1d")
+	tm.expect(t, pos, "Detached from domain 6's console.")
+	assert.Equal(t, 0, tm.exitStatus(t))
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	require.NoError(t, err)
+	assert.NotZero(t, after.Lflag&unix.ECHO, "echo is back")
+	assert.NotZero(t, after.Lflag&unix.ICANON, "line editing is back")
+}
+
+func ptsName(t *testing.T, master *os.File) string {
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	require.NoError(t, err)
+	return fmt.Sprintf("/dev/pts/%d", n)
+}
+
+func TestGDBPrintPastedIntoAShellAttaches(t *testing.T) {
+	realtest.Need(t, "gdbserver", "gdb")
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDomain(t, state, 7, "gdb", "gdb guest", "gdb print guest")
+	rec := d.record(t)
+	out, err := exec.Command(dmctlBin, "--state-dir", state, "gdb", "7", "--print", "--host", "xenhost").Output()
+	require.NoError(t, err)
+	port := strings.TrimPrefix(rec.GDB, "127.0.0.1:")
+	assert.Contains(t, string(out), fmt.Sprintf("#   ssh -N -L %s:127.0.0.1:%s root@xenhost &\n", port, port))
+
+	sh := exec.Command("sh", "-c", string(out))
+	sh.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	sh.Stdin = strings.NewReader("info inferiors\ndetach\n")
+	got, err := sh.CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Contains(t, string(got), fmt.Sprintf("process %d", rec.QEMUPID), "the pasted commands attach gdb to the domain's QEMU")
+	assert.Contains(t, string(got), "detached")
+	require.Eventually(t, func() bool { return strings.Contains(d.stderr.String(), "left (gdbserver: exit 0)") }, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestListAgreesWithProcForTwoLaunches(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	a := startDomain(t, state, 8, "console", "first", "first guest")
+	b := startDomain(t, state, 9, "gdb", "second", "second guest")
+
+	out, err := exec.Command(dmctlBin, "--state-dir", state, "list", "--json").Output()
+	require.NoError(t, err)
+	var entries []inventory.Entry
+	require.NoError(t, json.Unmarshal(out, &entries))
+	require.Len(t, entries, 2)
+	for i, d := range []*domain{a, b} {
+		en := entries[i]
+		assert.Equal(t, d.domid, en.Domid)
+		assert.False(t, en.Stale)
+		assert.Equal(t, d.cmd.Process.Pid, en.Launcher.PID, "the launcher is the process the toolstack started")
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", en.QEMUPID))
+		require.NoError(t, err, "QEMU pid %d runs", en.QEMUPID)
+		assert.Equal(t, en.Argv, strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00"))
+		ppid := parentOf(t, en.QEMUPID)
+		assert.Equal(t, en.Launcher.PID, ppid, "QEMU is the launcher's child")
+	}
+	assert.Equal(t, "gdb", entries[1].Mode)
+	assert.NotEmpty(t, entries[1].GDB)
+	assert.Empty(t, entries[0].GDB)
+
+	// A killed launcher's record shows as stale, and dmctl says so.
+	require.NoError(t, a.cmd.Process.Kill())
+	<-a.done
+	out, err = exec.Command(dmctlBin, "--state-dir", state, "list").Output()
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^8\s+first\s+.*stale$`, string(out))
+	assert.Regexp(t, `(?m)^9\s+second\s+.*running$`, string(out))
+	res, err := exec.Command(dmctlBin, "--state-dir", state, "console", "8").CombinedOutput()
+	require.Error(t, err)
+	assert.Contains(t, string(res), "domain 8: its launcher (pid")
+	assert.Contains(t, string(res), "is gone; the record")
+}
+
+func parentOf(t *testing.T, pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(t, err)
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	var ppid int
+	_, err = fmt.Sscan(f[1], &ppid)
+	require.NoError(t, err)
+	return ppid
+}
