@@ -275,70 +275,56 @@ func (p *Plan) LogLine() string {
 	return fmt.Sprintf("dmlaunch: %s: %s%s, %s: %s", p.Subject(), p.Kind, src, p.Mode, shellquote.Join(p.Argv))
 }
 
-// Hint says what to do about an error from Prepare or Launch.
-func Hint(err error) string {
-	var (
-		setting  *SettingError
-		missing  *argv.MissingValueError
-		invalid  *domid.InvalidError
-		conflict *domid.ConflictError
-		held     *domid.HeldError
-		notFound *NotFoundError
-		notExec  *NotExecutableError
-		busy     *gdbwrap.PortBusyError
-		portMax  *gdbwrap.PortRangeError
-	)
-	switch {
-	case errors.As(err, &busy):
-		return "the domain was not started"
-	case errors.As(err, &portMax):
-		return "lower the base port in DMLAUNCH_GDB_LISTEN"
-	case errors.As(err, &setting):
-		return "dmlaunch(8) lists every setting"
-	case errors.As(err, &missing):
-		return "check device_model_args in the domain's configuration"
-	case errors.As(err, &invalid), errors.As(err, &conflict):
-		return "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"
-	case errors.As(err, &held):
-		return "a domain's device model runs once; see dmctl list, and stop the old one first"
-	case errors.As(err, &notFound):
-		return "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"
-	case errors.As(err, &notExec):
-		return "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"
-	case errors.Is(err, statedir.ErrUnsafe):
-		return "fix the directory or set DMLAUNCH_STATE_DIR"
-	case errors.Is(err, domid.ErrExhausted):
-		return "release leases with dmctl domid release, or wait for freed domids to cool down"
-	}
-	return "this is a dmlaunch fault; please report it with the command line above"
+// outcome is what dmlaunch does about one kind of error: the exit status
+// and what to tell the operator to do.
+type outcome struct {
+	matches func(error) bool
+	status  int
+	hint    string
 }
+
+func as[T error](err error) bool {
+	var target T
+	return errors.As(err, &target)
+}
+
+func is(target error) func(error) bool {
+	return func(err error) bool { return errors.Is(err, target) }
+}
+
+// outcomes are tried in order; the first match decides.
+var outcomes = []outcome{
+	{as[*gdbwrap.PortBusyError], ExitBadInput, "the domain was not started"},
+	{as[*gdbwrap.PortRangeError], ExitBadInput, "lower the base port in DMLAUNCH_GDB_LISTEN"},
+	{as[*SettingError], ExitBadInput, "dmlaunch(8) lists every setting"},
+	{as[*argv.MissingValueError], ExitBadInput, "check device_model_args in the domain's configuration"},
+	{as[*domid.InvalidError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
+	{as[*domid.ConflictError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
+	{as[*domid.HeldError], ExitBadInput, "a domain's device model runs once; see dmctl list, and stop the old one first"},
+	{is(statedir.ErrUnsafe), ExitBadInput, "fix the directory or set DMLAUNCH_STATE_DIR"},
+	{as[*NotFoundError], ExitNotFound, "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"},
+	{as[*NotExecutableError], ExitNotExecutable, "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"},
+	{is(domid.ErrExhausted), ExitInternal, "release leases with dmctl domid release, or wait for freed domids to cool down"},
+}
+
+func classify(err error) outcome {
+	for _, o := range outcomes {
+		if o.matches(err) {
+			return o
+		}
+	}
+	return outcome{status: ExitInternal, hint: "this is a dmlaunch fault; please report it with the command line above"}
+}
+
+// Hint says what to do about an error from Prepare, Launch or Supervise.
+func Hint(err error) string { return classify(err).hint }
 
 // ExitCode maps an error to dmlaunch's exit status.
 func ExitCode(err error) int {
-	var (
-		setting  *SettingError
-		missing  *argv.MissingValueError
-		invalid  *domid.InvalidError
-		conflict *domid.ConflictError
-		held     *domid.HeldError
-		notFound *NotFoundError
-		notExec  *NotExecutableError
-		busy     *gdbwrap.PortBusyError
-		portMax  *gdbwrap.PortRangeError
-	)
-	switch {
-	case err == nil:
+	if err == nil {
 		return 0
-	case errors.As(err, &busy), errors.As(err, &portMax),
-		errors.As(err, &setting), errors.As(err, &missing), errors.As(err, &invalid),
-		errors.As(err, &conflict), errors.As(err, &held), errors.Is(err, statedir.ErrUnsafe):
-		return ExitBadInput
-	case errors.As(err, &notExec):
-		return ExitNotExecutable
-	case errors.As(err, &notFound):
-		return ExitNotFound
 	}
-	return ExitInternal
+	return classify(err).status
 }
 
 // Report writes "dmlaunch: domain 5 (hvm1): <what happened>; <what to do>".

@@ -9,33 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// syncBuffer collects a child's stderr while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // freeBase returns a base port whose port for domid is free now.
 func freeBase(t *testing.T, domid int) int {
@@ -50,8 +32,8 @@ func freeBase(t *testing.T, domid int) int {
 // supervised is a running dmlaunch in a debug mode.
 type supervised struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
-	stdout *syncBuffer
+	stderr *realtest.SyncBuffer
+	stdout *realtest.SyncBuffer
 	state  string
 	logDir string
 	port   int
@@ -62,7 +44,7 @@ type supervised struct {
 func startSupervised(t *testing.T, qemu string, env []string, args []string, extra ...*os.File) *supervised {
 	t.Helper()
 	dir := t.TempDir()
-	s := &supervised{stderr: &syncBuffer{}, stdout: &syncBuffer{}, state: filepath.Join(dir, "state"), logDir: filepath.Join(dir, "log"), done: make(chan struct{})}
+	s := &supervised{stderr: &realtest.SyncBuffer{}, stdout: &realtest.SyncBuffer{}, state: filepath.Join(dir, "state"), logDir: filepath.Join(dir, "log"), done: make(chan struct{})}
 	base := freeBase(t, 5)
 	s.port = base + 5
 	s.cmd = exec.Command(dmlaunchBin, args...)

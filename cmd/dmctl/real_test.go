@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,27 +42,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // domain is a real QEMU started by dmlaunch in a debug mode.
 type domain struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *realtest.SyncBuffer
 	state  string
 	domid  int
 	done   chan struct{}
@@ -80,7 +62,7 @@ func startDomain(t *testing.T, state string, domid int, mode, name, line string)
 	require.NoError(t, err)
 	base := l.Addr().(*net.TCPAddr).Port - domid
 	l.Close()
-	d := &domain{stderr: &lockedBuffer{}, state: state, domid: domid, done: make(chan struct{})}
+	d := &domain{stderr: &realtest.SyncBuffer{}, state: state, domid: domid, done: make(chan struct{})}
 	d.cmd = exec.Command(dmlaunchBin, "-name", name, "-machine", "pc", "-accel", "tcg", "-display", "none",
 		"-nodefaults", "-no-user-config", "-serial", "pty", "-drive", "file="+disk+",format=raw,if=floppy")
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_DEBUG=" + mode,
@@ -124,14 +106,14 @@ func (d *domain) record(t *testing.T) inventory.Entry {
 type terminal struct {
 	cmd    *exec.Cmd
 	master *os.File
-	out    *lockedBuffer
+	out    *realtest.SyncBuffer
 	done   chan struct{}
 	err    error
 }
 
 func startTerminal(t *testing.T, env []string, args ...string) *terminal {
 	t.Helper()
-	tm := &terminal{out: &lockedBuffer{}, done: make(chan struct{})}
+	tm := &terminal{out: &realtest.SyncBuffer{}, done: make(chan struct{})}
 	tm.cmd = exec.Command(dmctlBin, args...)
 	tm.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "TERM=xterm", "DMLAUNCH_CONFIG="}, env...)
 	var err error
@@ -154,7 +136,7 @@ func startTerminal(t *testing.T, env []string, args ...string) *terminal {
 	return tm
 }
 
-func copyAll(dst *lockedBuffer, src *os.File) (int64, error) {
+func copyAll(dst *realtest.SyncBuffer, src *os.File) (int64, error) {
 	buf := make([]byte, 4096)
 	var n int64
 	for {
