@@ -49,10 +49,15 @@ type Plan struct {
 	Agreeing []domid.Source
 	Mode     string
 	QEMU     string
-	// Argv is the final command line, QEMU's path first.
-	Argv    []string
-	Env     []string
-	Applied []argv.Applied
+	// Argv is the final command line, QEMU's path first; Line is the same
+	// without the path, as data, for the debug modes' further rewrites.
+	Argv []string
+	Line argv.CommandLine
+	// PTYSerial is set when the toolstack asked for the first serial port
+	// on a QEMU pty (libxl publishes those for xl console).
+	PTYSerial bool
+	Env       []string
+	Applied   []argv.Applied
 	// Notes are decisions worth showing in a dry run.
 	Notes []string
 }
@@ -163,6 +168,8 @@ func Prepare(in Inputs) (*Plan, error) {
 		return p, err
 	}
 	p.Applied = applied
+	p.Line = final
+	p.PTYSerial = cl.WantsPTYSerial()
 	p.Argv = append([]string{p.QEMU}, final.Render()...)
 	p.Env = in.Environ
 	// QEMU and its helpers learn the domid from XEN_DOMAIN_ID when the

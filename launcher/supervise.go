@@ -180,11 +180,7 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 	}
 	_ = os.Remove(qmp) // a socket left by a launcher that was killed
 
-	cl, err := argv.Parse(p.Argv[1:])
-	if err != nil {
-		return 0, err
-	}
-	cl, applied, err := argv.ApplyRules(cl, argv.SerialToDevice(cons.QEMUPath), argv.AddQMPSocket(qmp))
+	cl, applied, err := argv.ApplyRules(p.Line, argv.SerialToDevice(cons.QEMUPath), argv.AddQMPSocket(qmp))
 	if err != nil {
 		return 0, err
 	}
@@ -222,7 +218,7 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 		fmt.Fprintf(stderr, "dmlaunch: %s: QEMU (pid %d) is stopped before its first instruction, waiting for a debugger; "+
 			"the toolstack destroys the domain if QEMU has not started within %v\n", p.Subject(), pid, ToolstackStartTimeout)
 	}
-	if cl0, _ := argv.Parse(in.Args[1:]); cl0.WantsPTYSerial() {
+	if p.PTYSerial {
 		p.publishConsole(stderr, cons.UserPath)
 	}
 
