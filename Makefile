@@ -11,6 +11,11 @@ DEMO_DIR  := .demo
 
 all: build
 
+# Static binaries: nothing here needs cgo, and the device-model path should
+# not start the dynamic loader and libc on every launch (importing net turns
+# cgo on for its resolver otherwise).
+export CGO_ENABLED := 0
+
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/dmlaunch ./cmd/dmctl
 
