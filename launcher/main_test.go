@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,7 +73,11 @@ func fakeQEMU(report string) {
 		signal.Ignore(syscall.SIGTERM)
 	}
 	if os.Getenv("FAKE_QEMU_HOLD") != "" {
-		select {} // run until killed, like a device model
+		// Run until killed, like a device model. (A bare select{} is a
+		// deadlock the runtime kills when cgo is off.)
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 	code, _ := strconv.Atoi(os.Getenv("FAKE_QEMU_EXIT"))
 	os.Exit(code)
