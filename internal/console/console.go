@@ -8,11 +8,9 @@
 package console
 
 import (
-	"errors"
 	"io"
 	"os"
 	"sync"
-	"syscall"
 
 	"github.com/creack/pty"
 	"github.com/dmlaunch/dmlaunch/internal/term"
@@ -128,22 +126,13 @@ func (c *Console) Drain() {
 	<-c.done
 }
 
-// Close stops the relay and closes everything.
+// Close stops the relay and closes everything. After Drain it only
+// releases the files.
 func (c *Console) Close() error {
-	for _, f := range []*os.File{c.qemuSlave, c.userSlave, c.userMaster} {
+	for _, f := range []*os.File{c.qemuSlave, c.userSlave, c.userMaster, c.qemuMaster} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	if c.qemuMaster != nil {
-		c.qemuMaster.Close()
-	}
-	var err error
-	if c.log != nil {
-		err = c.log.Close()
-	}
-	if errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF) {
-		err = nil
-	}
-	return err
+	return c.log.Close()
 }
