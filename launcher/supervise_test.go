@@ -248,3 +248,31 @@ func TestDebugDomainsSelects(t *testing.T) {
 	r = launch(t, run{args: []string{"-xen-domid", "6", "-name", "web-1", "-machine", "xenfv"}, env: []string{"DMLAUNCH_DEBUG=gdb", "DMLAUNCH_DEBUG_DOMAINS=web*,5", "DMLAUNCH_DRY_RUN=1"}})
 	assert.Contains(t, r.stdout, "mode:    gdb")
 }
+
+func TestPTYSerialIsPublishedForXLConsole(t *testing.T) {
+	// No Xen here: a stand-in xenstore-write records its arguments.
+	bin := t.TempDir()
+	calls := filepath.Join(t.TempDir(), "calls")
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "xenstore-write"),
+		[]byte("#!/bin/sh\nprintf '%s\\n' \"$@\" >> "+calls+"\n"), 0o755))
+	for _, tt := range []struct {
+		serial  string
+		publish bool
+	}{{"pty", true}, {"null", false}} {
+		t.Run(tt.serial, func(t *testing.T) {
+			os.Remove(calls)
+			report := filepath.Join(t.TempDir(), "report.json")
+			s := startSupervised(t, os.Args[0], []string{"DMLAUNCH_DEBUG=console", "FAKE_QEMU_REPORT=" + report, "FAKE_QEMU_HOLD=1",
+				"PATH=" + bin + ":" + os.Getenv("PATH")}, []string{"-machine", "pc", "-serial", tt.serial})
+			rec := s.record(t)
+			require.Eventually(t, func() bool { _, ok := readReport(report); return ok }, 10*time.Second, 10*time.Millisecond)
+			b, err := os.ReadFile(calls)
+			if tt.publish {
+				require.NoError(t, err)
+				assert.Equal(t, "/local/domain/5/serial/0/tty\n"+rec.ConsolePTY+"\n", string(b))
+			} else {
+				assert.True(t, os.IsNotExist(err), "nothing published when the toolstack asked for no pty")
+			}
+		})
+	}
+}
