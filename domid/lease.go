@@ -168,7 +168,7 @@ func (a *Allocator) Release(domid int, holder proc.Identity) error {
 		if !found {
 			return fmt.Errorf("domain %d: %w", domid, ErrNotLeased)
 		}
-		st.Released = append(st.Released, Released{Domid: domid, At: now})
+		st.release(domid, now)
 		return nil
 	})
 }
@@ -247,6 +247,19 @@ func (a *Allocator) recentHistory(now float64) map[int]bool {
 	return out
 }
 
+// release starts a domid's reuse timeout. Only the latest release of a
+// domid matters, so there is one entry per domid: the file stays as small
+// as the number of domids in use, however often they are launched.
+func (st *State) release(domid int, now float64) {
+	for i := range st.Released {
+		if st.Released[i].Domid == domid {
+			st.Released[i].At = now
+			return
+		}
+	}
+	st.Released = append(st.Released, Released{Domid: domid, At: now})
+}
+
 // reap turns the leases of dead holders into released domids and forgets
 // releases older than the reuse timeout.
 func (a *Allocator) reap(st *State, now float64) {
@@ -255,7 +268,7 @@ func (a *Allocator) reap(st *State, now float64) {
 		if l.Live() {
 			kept = append(kept, l)
 		} else {
-			st.Released = append(st.Released, Released{Domid: l.Domid, At: now})
+			st.release(l.Domid, now)
 		}
 	}
 	st.Leases = kept

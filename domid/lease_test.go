@@ -371,3 +371,18 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	}
 }
+
+func TestReleasesStayOnePerDomid(t *testing.T) {
+	a := testAllocator(t)
+	me := self(t)
+	for range 50 {
+		_, err := a.Acquire(Request{Domid: 5, Kind: "hvm", Holder: me})
+		require.NoError(t, err)
+		require.NoError(t, a.Release(5, me))
+	}
+	st, err := a.List()
+	require.NoError(t, err)
+	require.Len(t, st.Released, 1, "launch after launch of one domain keeps one release entry")
+	assert.Equal(t, 5, st.Released[0].Domid)
+	assert.Greater(t, a.CoolingUntil(st.Released[0]), 59*time.Second, "the latest release counts")
+}
