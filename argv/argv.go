@@ -34,11 +34,7 @@ func (w Word) Name() string {
 
 // Canonical is Name with short aliases resolved ("M" is "machine").
 func (w Word) Canonical() string {
-	n := w.Name()
-	if a, ok := aliases[n]; ok {
-		return a
-	}
-	return n
+	return canonicalName(w.Name())
 }
 
 // CommandLine is a parsed QEMU command line, without the program name.

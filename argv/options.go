@@ -1,5 +1,7 @@
 package argv
 
+import "slices"
+
 // valueOptions and flagOptions list every option of qemu-system-i386 7.2 as
 // Debian builds it (the TCG build in qemu-system-x86 and the Xen-only build
 // in qemu-system-xen), under the name QEMU's own option table uses (no
@@ -38,46 +40,46 @@ var flagOptions = []string{
 }
 
 // laterOptions are options of QEMU releases newer than the ones the tests
-// run, which a newer Xen's QEMU may be given. The oracle test accepts
-// "invalid option" for these.
-var laterOptions = map[string]bool{
-	"run-with": true, // QEMU 9.0: -run-with chroot=dir,async-teardown=on
+// run, which a newer Xen's QEMU may be given; they take a value. The oracle
+// test accepts "invalid option" for these.
+var laterOptions = []string{
+	"run-with", // QEMU 9.0: -run-with chroot=dir,async-teardown=on
 }
 
 // buildOptions lack in one of the two Debian builds.
-var buildOptions = map[string]bool{
-	"tpmdev": true, // TPM backends are not in the Xen-only build
+var buildOptions = []string{
+	"tpmdev", // TPM backends are not in the Xen-only build
 }
 
-var takesValue = func() map[string]bool {
-	m := make(map[string]bool, len(valueOptions)+len(flagOptions)+len(laterOptions))
-	for _, n := range valueOptions {
-		m[n] = true
-	}
-	for _, n := range flagOptions {
-		m[n] = false
-	}
-	m["run-with"] = true
-	return m
-}()
-
-// aliases maps QEMU's short spellings to the option they stand for.
-var aliases = map[string]string{
-	"M": "machine",
+// The tables are sorted slices, searched by binary search, rather than
+// maps: a map is built when the program starts, and dmlaunch starts on
+// every launch of every domain (TestOptionTablesSorted keeps them sorted).
+func inTable(table []string, name string) bool {
+	_, found := slices.BinarySearch(table, name)
+	return found
 }
 
 // Known reports whether name (without dashes) is an option in the table,
 // and whether it takes a value.
 func Known(name string) (known, hasValue bool) {
-	v, ok := takesValue[name]
-	return ok, v
+	switch {
+	case inTable(valueOptions, name), inTable(laterOptions, name):
+		return true, true
+	case inTable(flagOptions, name):
+		return true, false
+	}
+	return false, false
+}
+
+// canonicalName resolves QEMU's short spellings: "-M" is "-machine".
+func canonicalName(name string) string {
+	if name == "M" {
+		return "machine"
+	}
+	return name
 }
 
 // Options returns every option name in the table.
 func Options() []string {
-	out := make([]string, 0, len(takesValue))
-	for n := range takesValue {
-		out = append(out, n)
-	}
-	return out
+	return slices.Concat(valueOptions, flagOptions, laterOptions)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -108,7 +109,7 @@ func TestOptionTableMatchesRealQEMU(t *testing.T) {
 				known, hasValue := Known(a.name)
 				switch {
 				case a.got == arityInvalid:
-					assert.True(t, laterOptions[a.name] || buildOptions[a.name],
+					assert.True(t, inTable(laterOptions, a.name) || inTable(buildOptions, a.name),
 						"-%s is in the table but %s does not know it", a.name, qemu)
 				case !known:
 					assert.Fail(t, "option missing from the table", "-%s (%s says it %s)", a.name, qemu, map[arity]string{arityFlag: "is a flag", arityValue: "takes a value"}[a.got])
@@ -119,5 +120,16 @@ func TestOptionTableMatchesRealQEMU(t *testing.T) {
 			}
 			assert.Greater(t, checked, 100)
 		})
+	}
+}
+
+func TestOptionTablesSorted(t *testing.T) {
+	for name, table := range map[string][]string{"valueOptions": valueOptions, "flagOptions": flagOptions,
+		"laterOptions": laterOptions, "buildOptions": buildOptions} {
+		assert.True(t, slices.IsSorted(table), "%s must stay sorted: Known searches it by bisection", name)
+		assert.Equal(t, len(table), len(slices.Compact(slices.Clone(table))), "%s has duplicates", name)
+	}
+	for _, n := range flagOptions {
+		assert.False(t, inTable(valueOptions, n), "-%s is in both tables", n)
 	}
 }
