@@ -352,18 +352,11 @@ func (p *Plan) Launch(stderr io.Writer) error {
 	}
 	var lease *domid.Lease
 	if p.Kind.TakesLease() {
-		req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: self}
-		if p.HasDomid {
-			req.Domid = p.Domid
-		}
-		l, err := p.allocator().Acquire(req)
+		l, err := p.takeLease(self)
 		if err != nil {
 			return err
 		}
 		lease = &l
-		if !p.HasDomid {
-			p.setLeasedDomid(l.Domid)
-		}
 	}
 	var rec *registry.Record
 	if p.HasDomid {
@@ -385,6 +378,20 @@ func (p *Plan) Launch(stderr io.Writer) error {
 	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
 	// Still here: the exec failed and nothing runs under this domid.
 	return p.undo(lease, rec, &NotExecutableError{p.QEMU, "could not be executed: " + err.Error()})
+}
+
+// takeLease records the launch's hold on its domid, or allocates one for
+// a launch that carries none; holder's death ends it.
+func (p *Plan) takeLease(holder proc.Identity) (domid.Lease, error) {
+	req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: holder}
+	if p.HasDomid {
+		req.Domid = p.Domid
+	}
+	l, err := p.allocator().Acquire(req)
+	if err == nil && !p.HasDomid {
+		p.setLeasedDomid(l.Domid)
+	}
+	return l, err
 }
 
 // setLeasedDomid fills in a domid that came from the allocator.

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/argv"
-	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/console"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
@@ -137,18 +136,11 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: self}
-	if p.HasDomid {
-		req.Domid = p.Domid
-	}
-	lease, err := p.allocator().Acquire(req)
+	lease, err := p.takeLease(self)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = p.allocator().Release(lease.Domid, self) }()
-	if !p.HasDomid {
-		p.setLeasedDomid(lease.Domid)
-	}
 
 	wantGDB := p.hasMode(ModeGDB) || p.hasMode(ModeGDBWait)
 	var listener *net.TCPListener
