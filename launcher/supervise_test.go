@@ -266,6 +266,10 @@ func TestPTYSerialIsPublishedForXLConsole(t *testing.T) {
 				"PATH=" + bin + ":" + os.Getenv("PATH")}, []string{"-machine", "pc", "-serial", tt.serial})
 			rec := s.record(t)
 			require.Eventually(t, func() bool { _, ok := readReport(report); return ok }, 10*time.Second, 10*time.Millisecond)
+			// Publication happens before the launcher starts waiting on
+			// QEMU: once it has exited, whatever it published is there.
+			require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+			s.wait(t, 30*time.Second)
 			b, err := os.ReadFile(calls)
 			if tt.publish {
 				require.NoError(t, err)
