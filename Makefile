@@ -7,7 +7,7 @@ BIN       := bin
 FUZZTIME  ?= 20s
 DEMO_DIR  := .demo
 
-.PHONY: all build test unit fuzz lint deps demo bench install uninstall clean
+.PHONY: all build test unit fuzz lint deps demo demo-gdb bench install uninstall clean
 
 all: build
 
@@ -48,6 +48,13 @@ demo: build
 	@scripts/demo.sh $(DEMO_DIR) dry
 	@echo "== the launch:"
 	@scripts/demo.sh $(DEMO_DIR)
+
+# The debug mode: gdb attached to the guest's QEMU, its console and monitor.
+demo-gdb: build
+	@command -v gdbserver >/dev/null 2>&1 && command -v gdb >/dev/null 2>&1 || scripts/deps.sh
+	@rm -rf $(DEMO_DIR)/state $(DEMO_DIR)/log && mkdir -p $(DEMO_DIR)
+	@$(GO) run ./internal/guest/mkguest $(DEMO_DIR)/boot.img "Hello from a Xen guest, with gdb attached to its QEMU"
+	@scripts/demo-gdb.sh $(DEMO_DIR)
 
 bench: build
 	$(GO) run ./internal/benchmark/dmbench
