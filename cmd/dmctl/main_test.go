@@ -150,3 +150,11 @@ func TestVersion(t *testing.T) {
 	assert.Equal(t, 0, status)
 	assert.Regexp(t, `^dmctl \S+\n$`, out)
 }
+
+func procSelf() (proc.Identity, error) { return proc.Self() }
+
+func writeRecord(t *testing.T, dir string, domid int, mode, qmp string, launcher proc.Identity) {
+	_, err := registry.Write(dir, registry.Record{Domid: domid, Name: "r", Kind: "hvm", Mode: mode, Launcher: launcher,
+		QEMUPID: launcher.PID, QEMU: "/usr/libexec/xen-qemu-system-i386", QMP: qmp, Started: time.Now()})
+	require.NoError(t, err)
+}

@@ -340,3 +340,89 @@ func parentOf(t *testing.T, pid int) int {
 	require.NoError(t, err)
 	return ppid
 }
+
+func TestConsoleRestoresTheTerminalOnSIGTERMAndOnALostPty(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDomain(t, state, 10, "console", "ends", "console guest that ends")
+
+	check := func(t *testing.T, tm *terminal) {
+		slave, err := os.OpenFile(ptsName(t, tm.master), os.O_RDWR|unix.O_NOCTTY, 0)
+		require.NoError(t, err)
+		defer slave.Close()
+		after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		require.NoError(t, err)
+		assert.NotZero(t, after.Lflag&unix.ECHO, "echo is back")
+		assert.NotZero(t, after.Lflag&unix.ICANON, "line editing is back")
+	}
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		tm := startTerminal(t, []string{"DMLAUNCH_STATE_DIR=" + state}, "console", "10")
+		tm.expect(t, 0, "Escape character is ^].")
+		require.NoError(t, tm.cmd.Process.Signal(syscall.SIGTERM))
+		assert.Equal(t, 128+int(syscall.SIGTERM), tm.exitStatus(t))
+		check(t, tm)
+	})
+
+	t.Run("lost pty", func(t *testing.T) {
+		tm := startTerminal(t, []string{"DMLAUNCH_STATE_DIR=" + state}, "console", "10")
+		pos := tm.expect(t, 0, "Escape character is ^].")
+		// The toolstack destroys the domain: the launcher and its ptys go.
+		require.NoError(t, d.cmd.Process.Signal(syscall.SIGHUP))
+		<-d.done
+		tm.expect(t, pos, "The console pty closed")
+		assert.Equal(t, exitFailure, tm.exitStatus(t))
+		check(t, tm)
+	})
+}
+
+func TestMonitorErrors(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.MkdirAll(state, 0o700))
+	me, err := procSelf()
+	require.NoError(t, err)
+	dead := filepath.Join(t.TempDir(), "refusing.qmp")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: dead, Net: "unix"})
+	require.NoError(t, err)
+	l.SetUnlinkOnClose(false)
+	l.Close() // the socket file stays, nobody accepts: connections are refused
+	for _, r := range []struct {
+		domid int
+		mode  string
+		qmp   string
+	}{{3, "pass-through", ""}, {4, "console", dead}} {
+		writeRecord(t, state, r.domid, r.mode, r.qmp, me)
+	}
+
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"monitor", "3"}, []string{"domain 3 was launched in pass-through mode and has no dmlaunch QMP socket",
+			"/var/run/xen/qmp-libxl-3", "dmctl monitor --qmp /var/run/xen/qmp-libxl-3 3"}},
+		{[]string{"monitor", "4", "-c", "info status"}, []string{"QMP socket " + dead, "connection refused"}},
+		{[]string{"monitor", "99"}, []string{"domain 99: no launch recorded in " + state}},
+		{[]string{"monitor", "5", "--qmp", filepath.Join(state, "none.qmp")}, []string{"no such file or directory"}},
+		{[]string{"gdb", "3"}, []string{"domain 3 runs in pass-through mode, without a debug port"}},
+		{[]string{"console", "3"}, []string{"domain 3 runs in pass-through mode and has no console pty"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, status := runDmctl(t, append([]string{"--state-dir", state}, tt.args...)...)
+			assert.Equal(t, exitFailure, status)
+			for _, w := range tt.want {
+				assert.Contains(t, out, w)
+			}
+		})
+	}
+}
+
+func runDmctl(t *testing.T, args ...string) (string, int) {
+	cmd := exec.Command(dmctlBin, args...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(out), exit.ExitCode()
+	}
+	require.NoError(t, err)
+	return string(out), 0
+}
