@@ -291,6 +291,18 @@ func TestGDBPrintPastedIntoAShellAttaches(t *testing.T) {
 	assert.Contains(t, string(got), fmt.Sprintf("process %d", rec.QEMUPID), "the pasted commands attach gdb to the domain's QEMU")
 	assert.Contains(t, string(got), "detached")
 	require.Eventually(t, func() bool { return strings.Contains(d.stderr.String(), "left (gdbserver: exit 0)") }, 10*time.Second, 10*time.Millisecond)
+
+	// Without --print, dmctl becomes the local gdb, attached, with QEMU's
+	// binary loaded for symbols.
+	local := exec.Command(dmctlBin, "--state-dir", state, "gdb", "7")
+	local.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	local.Stdin = strings.NewReader("info inferiors\ninfo symbol main\ndetach\n")
+	got, err = local.CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Contains(t, string(got), fmt.Sprintf("process %d", rec.QEMUPID))
+	assert.Contains(t, string(got), "main in section .text of /usr/libexec/qemu-system-i386", "symbols come from the local binary (set sysroot /)")
+	assert.NotContains(t, string(got), "from remote target", "nothing is fetched over the debug port")
+	assert.Contains(t, string(got), "detached")
 }
 
 func TestListAgreesWithProcForTwoLaunches(t *testing.T) {
