@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install what the tests and the demo need on a Debian machine: the real
-# QEMU builds, gdbserver and gdb, and man/groff to render the manual.
+# QEMU builds, gdbserver and gdb, and groff to render the man pages.
 # Installs only what is missing; exits 0 when everything is there.
 set -eu
 
@@ -10,7 +10,6 @@ have /usr/libexec/qemu-system-i386 || need="$need qemu-system-x86"
 have /usr/libexec/xen-qemu-system-i386 || need="$need qemu-system-xen"
 have gdbserver || need="$need gdbserver"
 have gdb || need="$need gdb"
-have man || need="$need man-db"
 have groff || need="$need groff-base"
 have dpkg-divert || need="$need dpkg"
 
