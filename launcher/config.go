@@ -18,6 +18,12 @@ import (
 // their environment.
 const DefaultConfigFile = "/etc/dmlaunch/dmlaunch.conf"
 
+// Default directories.
+const (
+	DefaultStateDir = "/run/dmlaunch"
+	DefaultLogDir   = "/var/log/xen"
+)
+
 // Setting describes one DMLAUNCH_* name.
 type Setting struct {
 	Name    string
@@ -35,8 +41,8 @@ var Settings = []Setting{
 	{"DMLAUNCH_GDB_ALLOW", "", "client networks (CIDRs) allowed when ADDR is not loopback"},
 	{"DMLAUNCH_GDBSERVER", "gdbserver", "the gdbserver binary"},
 	{"DMLAUNCH_DOMID", "", "domid for a launch that carries none; default: allocate a lease"},
-	{"DMLAUNCH_STATE_DIR", "/run/dmlaunch", "leases, registry, sockets"},
-	{"DMLAUNCH_LOG_DIR", "/var/log/xen", "console logs"},
+	{"DMLAUNCH_STATE_DIR", DefaultStateDir, "leases, registry, sockets"},
+	{"DMLAUNCH_LOG_DIR", DefaultLogDir, "console logs"},
 	{"DMLAUNCH_DRY_RUN", "0", "1: print every decision and the final argv, exit 0, exec nothing"},
 	{"DMLAUNCH_CONFIG", DefaultConfigFile, "the settings file (environment only)"},
 }

@@ -17,7 +17,7 @@ func load(t *testing.T, file string, env ...string) (Config, error) {
 	} else {
 		env = append(env, "DMLAUNCH_CONFIG=")
 	}
-	return LoadConfig(lookup(env), env)
+	return LoadConfig(EnvLookup(env), env)
 }
 
 func TestConfigDefaults(t *testing.T) {
@@ -85,7 +85,7 @@ func TestConfigErrors(t *testing.T) {
 			}
 			var err error
 			if len(tt.env) > 0 && tt.env[0] == "DMLAUNCH_CONFIG=/nonexistent/dmlaunch.conf" {
-				_, err = LoadConfig(lookup(tt.env), tt.env)
+				_, err = LoadConfig(EnvLookup(tt.env), tt.env)
 			} else {
 				_, err = load(t, file, tt.env...)
 			}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,7 +94,9 @@ func CurrentInputs() Inputs {
 	return in
 }
 
-func lookup(environ []string) func(string) (string, bool) {
+// EnvLookup is os.LookupEnv over a given environment; the last
+// definition of a name wins, as in getenv(3).
+func EnvLookup(environ []string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
 		for i := len(environ) - 1; i >= 0; i-- {
 			if key, v, ok := strings.Cut(environ[i], "="); ok && key == k {
@@ -106,12 +109,12 @@ func lookup(environ []string) func(string) (string, bool) {
 
 // Prepare decides the launch without changing anything on the machine.
 func Prepare(in Inputs) (*Plan, error) {
-	getenv := lookup(in.Environ)
+	getenv := EnvLookup(in.Environ)
 	cfg, err := LoadConfig(getenv, in.Environ)
 	if err != nil {
 		return &Plan{Config: cfg}, err
 	}
-	p := &Plan{Config: cfg, Mode: ModePassThrough}
+	p := &Plan{Config: cfg, Mode: ModePassThrough, Env: in.Environ}
 	var args []string
 	if len(in.Args) > 1 {
 		args = in.Args[1:]
@@ -171,22 +174,12 @@ func Prepare(in Inputs) (*Plan, error) {
 	p.Line = final
 	p.PTYSerial = cl.WantsPTYSerial()
 	p.Argv = append([]string{p.QEMU}, final.Render()...)
-	p.Env = in.Environ
 	// QEMU and its helpers learn the domid from XEN_DOMAIN_ID when the
 	// toolstack did not set it (libxl sets it for HVM since Xen 4.15).
-	if p.Kind != argv.KindProbe && p.Domid >= 0 && !contains(p.Agreeing, domid.FromEnv) {
+	if p.Kind != argv.KindProbe && p.Domid >= 0 && !slices.Contains(p.Agreeing, domid.FromEnv) {
 		p.Env = append(append([]string(nil), in.Environ...), "XEN_DOMAIN_ID="+strconv.Itoa(p.Domid))
 	}
 	return p, nil
-}
-
-func contains(s []domid.Source, x domid.Source) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // selected applies DMLAUNCH_DEBUG_DOMAINS: domids, names or shell globs.
@@ -207,8 +200,16 @@ func (p *Plan) selected() bool {
 }
 
 func (p *Plan) allocator() *domid.Allocator {
-	a := domid.NewAllocator(p.Config.StateDir)
-	if t, err := domid.ReuseTimeoutFromEnv(os.Getenv("LIBXL_DOMID_REUSE_TIMEOUT")); err == nil {
+	return NewAllocator(p.Config.StateDir, EnvLookup(p.Env))
+}
+
+// NewAllocator is the lease allocator of a state directory, with libxl's
+// LIBXL_DOMID_REUSE_TIMEOUT from the environment given (a malformed value
+// leaves libxl's default, as libxl does).
+func NewAllocator(stateDir string, getenv func(string) (string, bool)) *domid.Allocator {
+	a := domid.NewAllocator(stateDir)
+	v, _ := getenv("LIBXL_DOMID_REUSE_TIMEOUT")
+	if t, err := domid.ReuseTimeoutFromEnv(v); err == nil {
 		a.ReuseTimeout = t
 	}
 	return a

@@ -97,15 +97,7 @@ func doctor(root string) []Check {
 	if root != "/" {
 		env = append(env, "DMLAUNCH_CONFIG="+at(launcher.DefaultConfigFile))
 	}
-	getenv := func(k string) (string, bool) {
-		for i := len(env) - 1; i >= 0; i-- {
-			if key, v, ok := strings.Cut(env[i], "="); ok && key == k {
-				return v, true
-			}
-		}
-		return "", false
-	}
-	cfg, err := launcher.LoadConfig(getenv, env)
+	cfg, err := launcher.LoadConfig(launcher.EnvLookup(env), env)
 	if err != nil {
 		add("settings", false, err.Error(), "fix the named setting in the environment or in "+launcher.DefaultConfigFile)
 	} else {
@@ -185,7 +177,7 @@ func doctor(root string) []Check {
 
 	stateDir := cfg.StateDir
 	if stateDir == "" {
-		stateDir = "/run/dmlaunch"
+		stateDir = launcher.DefaultStateDir
 	}
 	if root != "/" {
 		stateDir = at(stateDir)
@@ -204,7 +196,7 @@ func doctor(root string) []Check {
 
 	logDir := cfg.LogDir
 	if logDir == "" {
-		logDir = "/var/log/xen"
+		logDir = launcher.DefaultLogDir
 	}
 	if root != "/" {
 		logDir = at(logDir)

@@ -10,15 +10,12 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
 )
 
 func allocator(e *env) *domid.Allocator {
-	a := domid.NewAllocator(e.stateDir)
-	if t, err := domid.ReuseTimeoutFromEnv(os.Getenv("LIBXL_DOMID_REUSE_TIMEOUT")); err == nil {
-		a.ReuseTimeout = t
-	}
-	return a
+	return launcher.NewAllocator(e.stateDir, os.LookupEnv)
 }
 
 func init() {

@@ -68,7 +68,7 @@ func find(name string) *command {
 func defaultStateDir() string {
 	cfg, err := launcher.LoadConfig(os.LookupEnv, os.Environ())
 	if err != nil || cfg.StateDir == "" {
-		return "/run/dmlaunch"
+		return launcher.DefaultStateDir
 	}
 	return cfg.StateDir
 }
