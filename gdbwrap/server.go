@@ -127,12 +127,9 @@ func (s *Server) handle(conn *net.TCPConn) {
 	}
 }
 
-// Close stops accepting, kills an attached gdbserver (the kernel detaches
-// it from QEMU) and waits for it to be reaped.
-func (s *Server) Close() { s.Shutdown(0) }
-
 // Shutdown stops accepting and gives an attached gdbserver up to grace to
-// end by itself (after QEMU exits, it still has to tell gdb), then kills it.
+// end by itself (after QEMU exits, it still has to tell gdb), then kills it
+// (the kernel detaches it from QEMU) and waits for it to be reaped.
 func (s *Server) Shutdown(grace time.Duration) {
 	s.mu.Lock()
 	s.closed = true
