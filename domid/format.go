@@ -1,7 +1,6 @@
 package domid
 
 import (
-	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -19,22 +18,41 @@ import (
 const formatHeader = "dmlaunch-leases 1"
 
 func (st State) marshal() []byte {
-	var b bytes.Buffer
-	b.Grow(64 + 96*len(st.Leases) + 32*len(st.Released))
-	b.WriteString(formatHeader + "\n")
-	b.WriteString("next " + strconv.Itoa(st.Next) + "\n")
+	n := len(formatHeader) + 16 + 32*len(st.Released)
 	for _, l := range st.Leases {
-		alloc := "0"
+		n += 80 + len(l.Kind) + len(l.Name)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, formatHeader+"\nnext "...)
+	b = strconv.AppendInt(b, int64(st.Next), 10)
+	b = append(b, '\n')
+	for _, l := range st.Leases {
+		b = append(b, "lease "...)
+		b = strconv.AppendInt(b, int64(l.Domid), 10)
+		b = append(b, ' ')
+		b = strconv.AppendQuote(b, l.Kind)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(l.Holder.PID), 10)
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, l.Holder.StartTime, 10)
 		if l.Allocated {
-			alloc = "1"
+			b = append(b, " 1 "...)
+		} else {
+			b = append(b, " 0 "...)
 		}
-		fmt.Fprintf(&b, "lease %d %s %d %d %s %d %s\n", l.Domid, strconv.Quote(l.Kind), l.Holder.PID,
-			l.Holder.StartTime, alloc, l.Since.UnixNano(), strconv.Quote(l.Name))
+		b = strconv.AppendInt(b, l.Since.UnixNano(), 10)
+		b = append(b, ' ')
+		b = strconv.AppendQuote(b, l.Name)
+		b = append(b, '\n')
 	}
 	for _, r := range st.Released {
-		b.WriteString("released " + strconv.Itoa(r.Domid) + " " + strconv.FormatFloat(r.At, 'f', 6, 64) + "\n")
+		b = append(b, "released "...)
+		b = strconv.AppendInt(b, int64(r.Domid), 10)
+		b = append(b, ' ')
+		b = strconv.AppendFloat(b, r.At, 'f', 6, 64)
+		b = append(b, '\n')
 	}
-	return b.Bytes()
+	return b
 }
 
 func unmarshalState(data []byte) (State, error) {
@@ -114,7 +132,7 @@ func unmarshalState(data []byte) (State, error) {
 // splitQuoted splits on spaces; a field starting with '"' is a Go-quoted
 // string that may hold spaces.
 func splitQuoted(s string) ([]string, error) {
-	var out []string
+	out := make([]string, 0, 8) // a lease line's fields
 	for {
 		s = strings.TrimLeft(s, " ")
 		if s == "" {

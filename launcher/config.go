@@ -1,16 +1,17 @@
 package launcher
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultConfigFile is read when DMLAUNCH_CONFIG names no other file, so
@@ -68,8 +69,29 @@ type Config struct {
 	DryRun       bool
 	// File is the settings file that was read, if any.
 	File string
-	// Origin tells where each non-default value came from.
-	Origin map[string]string
+	// given holds the values that were set, later ones winning.
+	given []givenSetting
+}
+
+// givenSetting is one value from the settings file or the environment.
+// Every launch reads its settings, so they are a short slice rather than
+// maps: a fresh process pays in page faults for each new allocation.
+type givenSetting struct{ name, value, origin string }
+
+func (c *Config) lookup(name string) (givenSetting, bool) {
+	for i := len(c.given) - 1; i >= 0; i-- {
+		if c.given[i].name == name {
+			return c.given[i], true
+		}
+	}
+	return givenSetting{}, false
+}
+
+// Origin tells where a setting's value came from: "environment", "<file>
+// line <n>", or "" for the default.
+func (c *Config) Origin(name string) string {
+	g, _ := c.lookup(name)
+	return g.origin
 }
 
 // SettingError is a bad setting: an unknown name or a malformed value.
@@ -96,53 +118,50 @@ func knownSetting(name string) bool {
 // LoadConfig reads the settings file and the environment (which wins)
 // and checks every value.
 func LoadConfig(getenv func(string) (string, bool), environ []string) (Config, error) {
-	raw := map[string]string{}
-	origin := map[string]string{}
-
 	file, explicit := getenv("DMLAUNCH_CONFIG")
 	if !explicit {
 		file = DefaultConfigFile
 	}
-	cfg := Config{Origin: origin}
+	var cfg Config
 	if file != "" {
-		if err := readConfigFile(file, raw, origin); err != nil {
-			if !explicit && errors.Is(err, os.ErrNotExist) {
-				file = ""
-			} else {
-				return cfg, err
-			}
+		err := cfg.readFile(file)
+		switch {
+		case err == nil:
+			cfg.File = file
+		case !explicit && errors.Is(err, unix.ENOENT):
+		default:
+			return cfg, err
 		}
 	}
-	cfg.File = file
 	for _, kv := range environ {
-		k, v, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(k, "DMLAUNCH_") {
+		if !strings.HasPrefix(kv, "DMLAUNCH_") {
 			continue
 		}
+		k, v, _ := strings.Cut(kv, "=")
 		if !knownSetting(k) {
 			return cfg, &SettingError{Name: k, Origin: "environment", Reason: "is not a dmlaunch setting; unset it", Value: v}
 		}
 		if k == "DMLAUNCH_CONFIG" {
 			continue
 		}
-		raw[k], origin[k] = v, "environment"
+		cfg.given = append(cfg.given, givenSetting{k, v, "environment"})
 	}
-	return cfg, cfg.apply(raw)
+	return cfg, cfg.apply()
 }
 
-func readConfigFile(file string, raw, origin map[string]string) error {
-	f, err := os.Open(file)
+func (c *Config) readFile(file string) error {
+	data, err := atomicfile.ReadSmall(file)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
+	for n, rest := 1, string(data); rest != ""; n++ {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		where := fmt.Sprintf("%s line %d", file, n)
+		where := file + " line " + strconv.Itoa(n)
 		k, v, ok := strings.Cut(line, "=")
 		k = strings.TrimSpace(k)
 		if !ok {
@@ -151,10 +170,9 @@ func readConfigFile(file string, raw, origin map[string]string) error {
 		if !knownSetting(k) || k == "DMLAUNCH_CONFIG" {
 			return &SettingError{Name: k, Value: v, Origin: where, Reason: "is not a setting the file may hold"}
 		}
-		v = unquote(strings.TrimSpace(v))
-		raw[k], origin[k] = v, where
+		c.given = append(c.given, givenSetting{k, unquote(strings.TrimSpace(v)), where})
 	}
-	return sc.Err()
+	return nil
 }
 
 // unquote strips one pair of matching quotes, as a shell-sourced file
@@ -166,13 +184,14 @@ func unquote(v string) string {
 	return v
 }
 
-func (c *Config) apply(raw map[string]string) error {
+func (c *Config) apply() error {
 	bad := func(name, reason string) error {
-		return &SettingError{Name: name, Value: raw[name], Origin: c.Origin[name], Reason: reason}
+		g, _ := c.lookup(name)
+		return &SettingError{Name: name, Value: g.value, Origin: g.origin, Reason: reason}
 	}
 	get := func(name string) string {
-		if v, ok := raw[name]; ok {
-			return v
+		if g, ok := c.lookup(name); ok {
+			return g.value
 		}
 		for _, s := range Settings {
 			if s.Name == name {
@@ -228,7 +247,7 @@ func (c *Config) apply(raw map[string]string) error {
 		c.GDBAllow = append(c.GDBAllow, p.Masked())
 	}
 	if !ap.Addr().IsLoopback() && len(c.GDBAllow) == 0 {
-		return &SettingError{Name: "DMLAUNCH_GDB_LISTEN", Value: raw["DMLAUNCH_GDB_LISTEN"], Origin: c.Origin["DMLAUNCH_GDB_LISTEN"],
+		return &SettingError{Name: "DMLAUNCH_GDB_LISTEN", Value: get("DMLAUNCH_GDB_LISTEN"), Origin: c.Origin("DMLAUNCH_GDB_LISTEN"),
 			Reason: "is not a loopback address, and gdbserver has no authentication; set DMLAUNCH_GDB_ALLOW to the client networks allowed to connect, or listen on 127.0.0.1 and use ssh -L"}
 	}
 

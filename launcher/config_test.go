@@ -45,8 +45,8 @@ DMLAUNCH_GDB_LISTEN='[::1]:4000'
 	assert.Equal(t, []string{"gdb", "console"}, cfg.Debug)
 	assert.Equal(t, []string{"web*", "7"}, cfg.DebugDomains)
 	assert.Equal(t, "/run/from-env", cfg.StateDir, "the environment wins over the file")
-	assert.Equal(t, "environment", cfg.Origin["DMLAUNCH_STATE_DIR"])
-	assert.Equal(t, file+" line 2", cfg.Origin["DMLAUNCH_DEBUG"])
+	assert.Equal(t, "environment", cfg.Origin("DMLAUNCH_STATE_DIR"))
+	assert.Equal(t, file+" line 2", cfg.Origin("DMLAUNCH_DEBUG"))
 	assert.Equal(t, netip.MustParseAddrPort("[::1]:4000"), cfg.GDBListen)
 	assert.Equal(t, file, cfg.File)
 }

@@ -69,7 +69,7 @@ type Inputs struct {
 	Environ []string
 	// Self is dmlaunch's own binary, to refuse exec'ing itself; nil skips
 	// the check.
-	Self os.FileInfo
+	Self *FileID
 	// OwnPaths are the paths dmlaunch was started by, for "<path>.distrib".
 	OwnPaths []string
 	// InheritedFDs are the toolstack's fds beyond 0-2 (supervised mode
@@ -80,7 +80,9 @@ type Inputs struct {
 // CurrentInputs describes the running process.
 func CurrentInputs() Inputs {
 	in := Inputs{Args: os.Args, Environ: os.Environ()}
-	in.Self, _ = os.Stat("/proc/self/exe")
+	if id, err := IDOf("/proc/self/exe"); err == nil {
+		in.Self = &id
+	}
 	// libxl execs the device model by absolute path; argv[0] keeps the
 	// path even where /proc/self/exe resolves a symlink.
 	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") {
@@ -88,7 +90,7 @@ func CurrentInputs() Inputs {
 			in.OwnPaths = append(in.OwnPaths, p)
 		}
 	}
-	if exe, err := os.Executable(); err == nil {
+	if exe, err := os.Executable(); err == nil && !slices.Contains(in.OwnPaths, exe) {
 		in.OwnPaths = append(in.OwnPaths, exe)
 	}
 	return in
@@ -228,9 +230,9 @@ func (p *Plan) Subject() string {
 	case p.Kind == argv.KindProbe:
 		return "capability probe"
 	case p.HasDomid || p.Domid >= 0 && p.Source == domid.FromLease:
-		return fmt.Sprintf("domain %d (%s)", p.Domid, name)
+		return "domain " + strconv.Itoa(p.Domid) + " (" + name + ")"
 	case p.Name != "":
-		return fmt.Sprintf("domain ? (%s)", p.Name)
+		return "domain ? (" + p.Name + ")"
 	}
 	return ""
 }
@@ -280,7 +282,7 @@ func (p *Plan) LogLine() string {
 	if p.Source != "" {
 		src = ", domid from " + string(p.Source)
 	}
-	return fmt.Sprintf("dmlaunch: %s: %s%s, %s: %s", p.Subject(), p.Kind, src, p.Mode, shellquote.Join(p.Argv))
+	return "dmlaunch: " + p.Subject() + ": " + string(p.Kind) + src + ", " + p.Mode + ": " + shellquote.Join(p.Argv)
 }
 
 // outcome is what dmlaunch does about one kind of error: the exit status
@@ -375,7 +377,7 @@ func (p *Plan) Launch(stderr io.Writer) error {
 		}
 		rec = &r
 	}
-	fmt.Fprintln(stderr, p.LogLine())
+	io.WriteString(stderr, p.LogLine()+"\n")
 	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
 	// Still here: the exec failed and nothing runs under this domid.
 	return p.undo(lease, rec, &NotExecutableError{p.QEMU, "could not be executed: " + err.Error()})

@@ -3,6 +3,7 @@ package launcher
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -33,39 +34,55 @@ type NotExecutableError struct {
 
 func (e *NotExecutableError) Error() string { return e.Path + " " + e.Reason }
 
+// FileID identifies a file across paths, symlinks and hard links.
+type FileID struct{ Dev, Ino uint64 }
+
+// IDOf stats path, following symlinks. It uses a plain stat(2): every
+// launch stats its own binary and the QEMU it is about to exec.
+func IDOf(path string) (FileID, error) {
+	_, id, err := statFile(path)
+	return id, err
+}
+
+func statFile(path string) (uint32, FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, FileID{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return st.Mode, FileID{Dev: st.Dev, Ino: st.Ino}, nil
+}
+
 // FindQEMU decides which binary to exec: DMLAUNCH_QEMU if set, else
 // "<own path>.distrib" (where scripts/install.sh moves the real one),
 // else the known paths. self is dmlaunch's own file, to refuse exec'ing
-// itself through any path, symlink or hard link.
-func FindQEMU(setting string, ownPaths []string, self os.FileInfo) (string, error) {
+// itself through any path, symlink or hard link; nil skips that check.
+func FindQEMU(setting string, ownPaths []string, self *FileID) (string, error) {
 	return FindQEMUAmong(setting, ownPaths, KnownQEMUPaths, self)
 }
 
 // FindQEMUAmong is FindQEMU with the known paths given, for checking an
 // installation under another root.
-func FindQEMUAmong(setting string, ownPaths, known []string, self os.FileInfo) (string, error) {
+func FindQEMUAmong(setting string, ownPaths, known []string, self *FileID) (string, error) {
 	if setting != "" {
-		return setting, checkQEMU(setting, self)
+		_, err := checkQEMU(setting, self)
+		return setting, err
 	}
-	var tried []string
-	seen := map[string]bool{}
-	var candidates []string
+	var tried, candidates []string
 	for _, p := range ownPaths {
 		if p != "" {
 			candidates = append(candidates, p+".distrib")
 		}
 	}
 	candidates = append(candidates, known...)
-	for _, c := range candidates {
-		if seen[c] {
+	for i, c := range candidates {
+		if slices.Contains(candidates[:i], c) {
 			continue
 		}
-		seen[c] = true
-		err := checkQEMU(c, self)
+		missing, err := checkQEMU(c, self)
 		if err == nil {
 			return c, nil
 		}
-		if _, statErr := os.Stat(c); statErr != nil {
+		if missing {
 			tried = append(tried, c+" (missing)")
 			continue
 		}
@@ -77,19 +94,21 @@ func FindQEMUAmong(setting string, ownPaths, known []string, self os.FileInfo) (
 	return "", &NotFoundError{Tried: tried}
 }
 
-func checkQEMU(path string, self os.FileInfo) error {
-	fi, err := os.Stat(path)
+// checkQEMU says whether path can be exec'd as the real QEMU, and
+// whether it is missing altogether.
+func checkQEMU(path string, self *FileID) (missing bool, err error) {
+	mode, id, err := statFile(path)
 	if err != nil {
-		return &NotExecutableError{path, "cannot be read: " + err.Error()}
+		return true, &NotExecutableError{path, "cannot be read: " + err.Error()}
 	}
-	if self != nil && os.SameFile(fi, self) {
-		return &NotExecutableError{path, "is dmlaunch itself"}
+	if self != nil && id == *self {
+		return false, &NotExecutableError{path, "is dmlaunch itself"}
 	}
-	if !fi.Mode().IsRegular() {
-		return &NotExecutableError{path, "is not a regular file"}
+	if mode&unix.S_IFMT != unix.S_IFREG {
+		return false, &NotExecutableError{path, "is not a regular file"}
 	}
 	if err := unix.Access(path, unix.X_OK); err != nil {
-		return &NotExecutableError{path, "is not executable"}
+		return false, &NotExecutableError{path, "is not executable"}
 	}
-	return nil
+	return false, nil
 }

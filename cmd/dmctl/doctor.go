@@ -129,7 +129,10 @@ func doctor(root string) []Check {
 	if dm != "" && !isDmlaunch(at(dm)) {
 		add("real QEMU", true, dm+" (dmlaunch is not in front of it)", "")
 	} else if dm != "" {
-		self, _ := os.Stat(at(dm))
+		var self *launcher.FileID
+		if id, err := launcher.IDOf(at(dm)); err == nil {
+			self = &id
+		}
 		setting := cfg.QEMU
 		if setting != "" && root != "/" {
 			setting = at(setting)

@@ -4,9 +4,11 @@ package proc
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,20 +35,28 @@ func stat(pid int) (state byte, start uint64, err error) {
 	if err != nil {
 		return 0, 0, &os.PathError{Op: "read", Path: path, Err: err}
 	}
-	b := buf[:n]
+	state, start, err = parseStat(buf[:n])
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return state, start, nil
+}
+
+// parseStat takes the state (field 3) and the start time (field 22) from
+// the text of /proc/<pid>/stat.
+func parseStat(b []byte) (state byte, start uint64, err error) {
 	// The command name (field 2) may hold spaces and parentheses: the
-	// fields after it start behind the last ')'.
+	// fields after it start behind the last ')', one space apart.
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("%s: no command name", path)
+	if i < 0 || i+2 > len(b) {
+		return 0, 0, errors.New("no command name")
 	}
-	f := bytes.Fields(b[i+1:])
-	// f[0] is field 3 (state); the start time is field 22.
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("%s: %d fields, want at least 22", path, len(f)+2)
+	fields := strings.SplitN(string(b[i+2:]), " ", 21)
+	if len(fields) < 21 || fields[0] == "" {
+		return 0, 0, fmt.Errorf("%d fields, want at least 22", len(fields)+2)
 	}
-	start, err = strconv.ParseUint(string(f[19]), 10, 64)
-	return f[0][0], start, err
+	start, err = strconv.ParseUint(fields[19], 10, 64)
+	return fields[0][0], start, err
 }
 
 // StartTime reads a process's start time.

@@ -30,6 +30,11 @@ func Word(s string) string {
 // Join quotes every word and joins them with spaces.
 func Join(words []string) string {
 	var b strings.Builder
+	n := len(words)
+	for _, w := range words {
+		n += len(w) + 2
+	}
+	b.Grow(n)
 	for i, w := range words {
 		if i > 0 {
 			b.WriteByte(' ')

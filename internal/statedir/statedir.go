@@ -29,6 +29,10 @@ func (e *UnsafeError) Unwrap() error { return ErrUnsafe }
 // a symlink, not a directory, owned by another user, or writable by group
 // or others.
 func Ensure(dir string) error {
+	err := Check(dir)
+	if !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
@@ -36,26 +40,24 @@ func Ensure(dir string) error {
 }
 
 // Check refuses an unsafe existing directory without creating anything.
+// It uses a plain lstat(2): every launch checks the directory.
 func Check(dir string) error {
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return err
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: dir, Err: err}
 	}
-	if fi.Mode()&os.ModeSymlink != 0 {
+	switch st.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+	case syscall.S_IFLNK:
 		return &UnsafeError{dir, "is a symbolic link; remove it, dmlaunch creates the directory itself"}
-	}
-	if !fi.IsDir() {
+	default:
 		return &UnsafeError{dir, "is not a directory"}
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return &UnsafeError{dir, "cannot read its owner"}
+	if euid := os.Geteuid(); int(st.Uid) != euid {
+		return &UnsafeError{dir, fmt.Sprintf("is owned by uid %d, not by uid %d that runs dmlaunch; chown it or remove it", st.Uid, euid)}
 	}
-	if int(st.Uid) != os.Geteuid() {
-		return &UnsafeError{dir, fmt.Sprintf("is owned by uid %d, not by uid %d that runs dmlaunch; chown it or remove it", st.Uid, os.Geteuid())}
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return &UnsafeError{dir, fmt.Sprintf("has mode %04o, writable by others; chmod 0700 it", fi.Mode().Perm())}
+	if perm := st.Mode & 0o777; perm&0o022 != 0 {
+		return &UnsafeError{dir, fmt.Sprintf("has mode %04o, writable by others; chmod 0700 it", perm)}
 	}
 	return nil
 }
