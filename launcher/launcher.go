@@ -70,8 +70,10 @@ type Inputs struct {
 	// Self is dmlaunch's own binary, to refuse exec'ing itself; nil skips
 	// the check.
 	Self *FileID
-	// OwnPaths are the paths dmlaunch was started by, for "<path>.distrib".
-	OwnPaths []string
+	// OwnPaths gives the paths dmlaunch was started by, for
+	// "<path>.distrib". It is called only when DMLAUNCH_QEMU is not set;
+	// nil means none.
+	OwnPaths func() []string
 	// InheritedFDs are the toolstack's fds beyond 0-2 (supervised mode
 	// passes them on at the same numbers; exec keeps them anyway).
 	InheritedFDs []int
@@ -79,21 +81,26 @@ type Inputs struct {
 
 // CurrentInputs describes the running process.
 func CurrentInputs() Inputs {
-	in := Inputs{Args: os.Args, Environ: os.Environ()}
+	in := Inputs{Args: os.Args, Environ: os.Environ(), OwnPaths: currentPaths}
 	if id, err := IDOf("/proc/self/exe"); err == nil {
 		in.Self = &id
 	}
+	return in
+}
+
+func currentPaths() []string {
+	var paths []string
 	// libxl execs the device model by absolute path; argv[0] keeps the
 	// path even where /proc/self/exe resolves a symlink.
 	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") {
 		if p, err := filepath.Abs(os.Args[0]); err == nil {
-			in.OwnPaths = append(in.OwnPaths, p)
+			paths = append(paths, p)
 		}
 	}
-	if exe, err := os.Executable(); err == nil && !slices.Contains(in.OwnPaths, exe) {
-		in.OwnPaths = append(in.OwnPaths, exe)
+	if exe, err := os.Executable(); err == nil && !slices.Contains(paths, exe) {
+		paths = append(paths, exe)
 	}
-	return in
+	return paths
 }
 
 // EnvLookup is os.LookupEnv over a given environment; the last
@@ -152,7 +159,11 @@ func Prepare(in Inputs) (*Plan, error) {
 		}
 	}
 
-	p.QEMU, err = FindQEMU(cfg.QEMU, in.OwnPaths, in.Self)
+	var own []string
+	if cfg.QEMU == "" && in.OwnPaths != nil {
+		own = in.OwnPaths()
+	}
+	p.QEMU, err = FindQEMU(cfg.QEMU, own, in.Self)
 	if err != nil {
 		return p, err
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +17,16 @@ var seq atomic.Uint64
 // Write replaces path with data: a new file beside it, fsynced, renamed
 // over the old one, and the directory fsynced so the rename survives a
 // crash. A process killed at any moment leaves the old content or the new
-// one, and at worst a stray "<name>.new.*" file.
+// one, and at worst a stray "<name>.new.*" file. On a RAM-backed file
+// system (tmpfs, as /run is) the fsyncs are left out: they do nothing there
+// that the rename does not, and nothing there survives the machine.
 //
 // It uses plain system calls: every launch writes two files on its way to
-// exec'ing QEMU, and os.File's poller set-up doubles the syscalls of each.
+// exec'ing QEMU, and the first calls of each kind in a fresh process cost
+// tens of microseconds apiece.
 func Write(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	durable := !volatile(dir)
 	tmp := path + ".new." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(seq.Add(1), 10) + "." +
 		strconv.FormatInt(time.Now().UnixNano()&0xFFFFFF, 36)
 	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, uint32(perm.Perm()))
@@ -47,8 +53,10 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		}
 		b = b[n:]
 	}
-	if err := unix.Fsync(fd); err != nil {
-		return fail("fsync", err)
+	if durable {
+		if err := unix.Fsync(fd); err != nil {
+			return fail("fsync", err)
+		}
 	}
 	if err := unix.Close(fd); err != nil {
 		unix.Unlink(tmp)
@@ -58,7 +66,9 @@ func Write(path string, data []byte, perm os.FileMode) error {
 		unix.Unlink(tmp)
 		return &os.LinkError{Op: "rename", Old: tmp, New: path, Err: err}
 	}
-	dir := filepath.Dir(path)
+	if !durable {
+		return nil
+	}
 	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: dir, Err: err}
@@ -70,8 +80,29 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// ReadSmall reads a whole file with plain system calls, for the small
-// state files read on every launch.
+// volatile reports whether dir is on a RAM-backed file system. The answer
+// for the last directory asked about is kept: a launch writes its two
+// files into one directory.
+func volatile(dir string) bool {
+	volatileCache.Lock()
+	defer volatileCache.Unlock()
+	if volatileCache.dir != dir {
+		var st unix.Statfs_t
+		volatileCache.dir = dir
+		volatileCache.ram = unix.Statfs(dir, &st) == nil && (st.Type == unix.TMPFS_MAGIC || st.Type == unix.RAMFS_MAGIC)
+	}
+	return volatileCache.ram
+}
+
+var volatileCache struct {
+	sync.Mutex
+	dir string
+	ram bool
+}
+
+// ReadSmall reads a whole regular file with plain system calls, for the
+// small state files read on every launch. A short read is the end of the
+// file, as it is for regular files, which saves a system call.
 func ReadSmall(path string) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -90,9 +121,10 @@ func ReadSmall(path string) ([]byte, error) {
 		if err != nil {
 			return nil, &os.PathError{Op: "read", Path: path, Err: err}
 		}
-		if n == 0 {
+		short := len(buf)+n < cap(buf)
+		buf = buf[:len(buf)+n]
+		if n == 0 || short {
 			return buf, nil
 		}
-		buf = buf[:len(buf)+n]
 	}
 }
