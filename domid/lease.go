@@ -60,8 +60,8 @@ type State struct {
 }
 
 // Allocator hands out domids for launches that carry none. Every change
-// happens under an exclusive flock and lands by writing a new file,
-// fsyncing it and renaming it over the old one, so a process killed at
+// happens under an exclusive flock and lands by writing a new file and
+// renaming it over the old one (atomicfile.Write), so a process killed at
 // any moment leaves either the old state or the new one.
 type Allocator struct {
 	Dir          string

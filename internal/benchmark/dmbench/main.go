@@ -159,7 +159,7 @@ func allocators(work string, procs, perProc int) {
 	total := procs * perProc
 	dups := total - len(distinct(counterGot))
 	fmt.Printf("Allocation with %d concurrent processes, %d allocations each\n", procs, perProc)
-	fmt.Printf("  %-36s %8.0f/s  %d allocations in %s; every lease taken under flock, fsynced\n",
+	fmt.Printf("  %-36s %8.0f/s  %d allocations in %s; every lease taken under flock, written by rename\n",
 		"dmlaunch lease allocator", float64(len(leaseGot))/leaseTime.Seconds(), len(leaseGot), leaseTime.Round(time.Millisecond))
 	fmt.Printf("  %-36s %8.0f/s  %d allocations in %s; %d of them duplicates\n",
 		"counter file in /tmp (the old way)", float64(len(counterGot))/counterTime.Seconds(), len(counterGot), counterTime.Round(time.Millisecond), dups)
