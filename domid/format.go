@@ -15,6 +15,7 @@ import (
 //	next 7
 //	lease <domid> <kind> <pid> <start time> <allocated 0|1> <since, unix ns> <name, Go-quoted>
 //	released <domid> <CLOCK_MONOTONIC seconds>
+//	reaped <CLOCK_MONOTONIC seconds of the last check of every holder>
 const formatHeader = "dmlaunch-leases 1"
 
 func (st State) marshal() []byte {
@@ -50,6 +51,11 @@ func (st State) marshal() []byte {
 		b = strconv.AppendInt(b, int64(r.Domid), 10)
 		b = append(b, ' ')
 		b = strconv.AppendFloat(b, r.At, 'f', 6, 64)
+		b = append(b, '\n')
+	}
+	if st.Reaped != 0 {
+		b = append(b, "reaped "...)
+		b = strconv.AppendFloat(b, st.Reaped, 'f', 6, 64)
 		b = append(b, '\n')
 	}
 	return b
@@ -119,6 +125,13 @@ func unmarshalState(data []byte) (State, error) {
 				return bad("released has a bad number")
 			}
 			st.Released = append(st.Released, r)
+		case "reaped":
+			if len(f) != 2 {
+				return bad("reaped needs a time")
+			}
+			if st.Reaped, err = strconv.ParseFloat(f[1], 64); err != nil {
+				return bad("reaped has a bad number")
+			}
 		default:
 			return bad(fmt.Sprintf("unknown record %q", f[0]))
 		}

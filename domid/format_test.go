@@ -17,6 +17,7 @@ func TestStateFormatRoundTrip(t *testing.T) {
 			{Domid: 7, Kind: "pv", Name: "tab\there\nnewline \x00 and ünïcode", Holder: proc.Identity{PID: 9}, Since: time.Unix(1, 2).UTC()},
 		},
 		Released: []Released{{Domid: 3, At: 1234.5}},
+		Reaped:   1300.25,
 	}
 	got, err := unmarshalState(st.marshal())
 	require.NoError(t, err)
@@ -33,6 +34,7 @@ func TestStateFormatRejectsDamage(t *testing.T) {
 		"unknown record": formatHeader + "\nfrob 1\n",
 		"open quote":     formatHeader + "\nlease 5 \"hvm 1 2 0 0 \"\"\n",
 		"truncated line": formatHeader + "\nlease 5 \"hvm\" 1 2 0 17",
+		"bad reap time":  formatHeader + "\nreaped soon\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := unmarshalState([]byte(text))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +26,12 @@ const (
 	DefaultHistory = "/var/run/xen/domid-history"
 	// DefaultReuseTimeout is libxl's LIBXL_DOMID_REUSE_TIMEOUT default.
 	DefaultReuseTimeout = 60 * time.Second
+	// reapInterval is how often an update checks every lease's holder.
+	// A check reads /proc/<pid>/stat, about 12 us, and every running
+	// device model holds a lease: checking them all on every launch would
+	// make launches slower the more domains run. In between, only the
+	// leases that could refuse a request are checked.
+	reapInterval = 10 * time.Second
 )
 
 // Lease is one domid held by one process.
@@ -57,6 +64,9 @@ type State struct {
 	Next     int        `json:"next"`
 	Leases   []Lease    `json:"leases"`
 	Released []Released `json:"released"`
+	// Reaped is when every holder was last checked (CLOCK_MONOTONIC
+	// seconds); 0 for never.
+	Reaped float64 `json:"reaped"`
 }
 
 // Allocator hands out domids for launches that carry none. Every change
@@ -117,15 +127,25 @@ type Request struct {
 // for the same kind, or on a free domid it chooses.
 func (a *Allocator) Acquire(req Request) (Lease, error) {
 	var out Lease
-	err := a.update(func(st *State, now float64) error {
+	err := a.update(false, func(st *State, now float64) error {
 		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
 		if req.Domid >= 0 {
-			for _, held := range st.Leases {
-				if held.Domid == req.Domid && held.Kind == req.Kind {
+			for i := 0; i < len(st.Leases); i++ {
+				held := st.Leases[i]
+				if held.Domid != req.Domid || held.Kind != req.Kind {
+					continue
+				}
+				if held.Live() {
 					return &HeldError{held}
 				}
+				st.Leases = slices.Delete(st.Leases, i, i+1)
+				st.release(held.Domid, now)
+				i--
 			}
 		} else {
+			// A lease whose holder died since the last full reap keeps
+			// its domid busy until the next one: that domid would be
+			// cooling down anyway.
 			d, err := a.choose(st, now)
 			if err != nil {
 				return err
@@ -154,7 +174,7 @@ func (a *Allocator) Peek() (int, error) {
 // Release frees every lease on domid held by holder, or by anyone when
 // holder is the zero Identity.
 func (a *Allocator) Release(domid int, holder proc.Identity) error {
-	return a.update(func(st *State, now float64) error {
+	return a.update(false, func(st *State, now float64) error {
 		kept := st.Leases[:0]
 		found := false
 		for _, l := range st.Leases {
@@ -177,7 +197,7 @@ func (a *Allocator) Release(domid int, holder proc.Identity) error {
 // saved, so their domids start cooling down now).
 func (a *Allocator) List() (State, error) {
 	var out State
-	err := a.update(func(st *State, now float64) error {
+	err := a.update(true, func(st *State, now float64) error {
 		out = *st
 		return nil
 	})
@@ -280,10 +300,19 @@ func (a *Allocator) reap(st *State, now float64) {
 	}
 	st.Released = fresh
 	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
+	st.Reaped = now
 }
 
-// update runs fn on the state under the lock and saves the result.
-func (a *Allocator) update(fn func(st *State, now float64) error) error {
+// reapDue says whether the holders were last checked longer ago than
+// reapInterval (or before a reboot, when the clock started again).
+func (st *State) reapDue(now float64) bool {
+	return now-st.Reaped >= reapInterval.Seconds() || now < st.Reaped
+}
+
+// update runs fn on the state under the lock and saves the result. Dead
+// holders' leases are reaped first when fullReap asks for it or a reap is
+// due.
+func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error) error {
 	if err := statedir.Ensure(a.Dir); err != nil {
 		return err
 	}
@@ -307,7 +336,9 @@ func (a *Allocator) update(fn func(st *State, now float64) error) error {
 		return err
 	}
 	now := monotonic()
-	a.reap(&st, now)
+	if fullReap || st.reapDue(now) {
+		a.reap(&st, now)
+	}
 	if err := fn(&st, now); err != nil {
 		return err
 	}

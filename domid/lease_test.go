@@ -131,7 +131,7 @@ func TestReleasedDomidCoolsDown(t *testing.T) {
 
 // Next rewinds the allocator's cursor, to test reuse decisions directly.
 func (a *Allocator) Next(t *testing.T, next int) {
-	require.NoError(t, a.update(func(st *State, _ float64) error { st.Next = next; return nil }))
+	require.NoError(t, a.update(false, func(st *State, _ float64) error { st.Next = next; return nil }))
 }
 
 func TestLibxlHistoryIsSkipped(t *testing.T) {
@@ -186,6 +186,59 @@ func TestDeadHolderIsReaped(t *testing.T) {
 	assert.Empty(t, st.Leases, "leases of dead holders, and of a pid now used by another process, are gone")
 	_, err = a.Acquire(Request{Domid: 9, Kind: "hvm", Holder: self(t)})
 	assert.NoError(t, err)
+}
+
+func TestOnlyConflictingHoldersAreCheckedBetweenReaps(t *testing.T) {
+	a := testAllocator(t)
+	a.ReuseTimeout = 0
+	dead := self(t)
+	dead.StartTime++ // the same pid, another process: no longer alive
+	for _, d := range []int{9, 11} {
+		_, err := a.Acquire(Request{Domid: d, Kind: "hvm", Holder: dead})
+		require.NoError(t, err)
+	}
+
+	_, err := a.Acquire(Request{Domid: 9, Kind: "hvm", Holder: self(t)})
+	require.NoError(t, err, "a dead holder of the same domid does not refuse a launch")
+	st, err := a.read()
+	require.NoError(t, err)
+	require.Len(t, st.Leases, 2)
+	holders := map[int]proc.Identity{}
+	for _, l := range st.Leases {
+		holders[l.Domid] = l.Holder
+	}
+	assert.Equal(t, self(t), holders[9], "domain 9 has its new holder")
+	assert.Equal(t, dead, holders[11], "domain 11's dead holder waits for the next full reap")
+
+	l, err := a.Acquire(Request{Domid: -1, Kind: "hvm", Holder: self(t)})
+	require.NoError(t, err)
+	assert.NotEqual(t, 11, l.Domid, "until then its domid stays busy")
+
+	st, err = a.List()
+	require.NoError(t, err)
+	for _, l := range st.Leases {
+		assert.NotEqual(t, 11, l.Domid, "a full reap drops it")
+	}
+}
+
+func TestReapDue(t *testing.T) {
+	tests := []struct {
+		name   string
+		reaped float64
+		now    float64
+		due    bool
+	}{
+		{name: "never reaped", reaped: 0, now: 100, due: true},
+		{name: "just reaped", reaped: 100, now: 101, due: false},
+		{name: "interval passed", reaped: 100, now: 100 + reapInterval.Seconds(), due: true},
+		{name: "clock restarted by a reboot", reaped: 5000, now: 30, due: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := State{Reaped: tt.reaped}
+			assert.Equal(t, tt.due, st.reapDue(tt.now))
+		})
+	}
 }
 
 func TestManualLeaseAndRelease(t *testing.T) {
