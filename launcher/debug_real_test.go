@@ -218,6 +218,12 @@ func TestConsoleKeepsEveryByte(t *testing.T) {
 	disk := bootImage(t, guest.Options{Message: msg, Repeat: repeat, Exit: true, ExitStatus: 0})
 	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=console"}, guestArgs("chatty", disk))
 	rec := s.record(t)
+	// The relay is the launcher: stop it for two seconds mid-stream, as a
+	// loaded machine might. The guest must be held back, not lose bytes.
+	waitLogSize(t, rec.ConsoleLog, 64<<10)
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGSTOP))
+	time.Sleep(2 * time.Second)
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGCONT))
 	assert.Equal(t, guest.ExitStatus(0), s.wait(t, 240*time.Second))
 	f, err := os.Open(rec.ConsoleLog)
 	require.NoError(t, err)
@@ -260,4 +266,17 @@ func TestSIGKILLedLauncherTakesQEMUAndGDBServer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitLogSize waits until the console log holds at least n bytes.
+func waitLogSize(t *testing.T, path string, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(path); err == nil && fi.Size() >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never reached %d bytes", path, n)
 }

@@ -41,12 +41,21 @@ type Options struct {
 //
 //	cli; cld; xor ax,ax; mov ds,ax; mov es,ax; mov ss,ax; mov sp,0x7C00
 //	mov cx,REPEAT
-//	outer: mov si,msg; mov dx,0x3F8
-//	inner: lodsb; test al,al; jz next; out dx,al; jmp inner
+//	outer: mov si,msg
+//	inner: lodsb; test al,al; jz next; mov ah,al
+//	       mov dx,0x3FD
+//	wait:  in al,dx; test al,0x20; jz wait
+//	       mov al,ah; mov dx,0x3F8; out dx,al; jmp inner
 //	next:  loop outer
 //	[mov dx,0xF4; mov al,STATUS; out dx,al]
 //	halt:  hlt; jmp halt
 //	msg:   db MESSAGE, 0
+//
+// Like every real serial driver, it waits for the transmit holding
+// register to be empty (LSR bit 5) before each byte. That is what lets a
+// slow reader hold the guest back: QEMU keeps THRE clear while its
+// chardev cannot take the byte, and a byte written regardless would
+// overwrite the one still waiting.
 func BootSector(o Options) ([]byte, error) {
 	rep := o.Repeat
 	if rep == 0 {
@@ -57,11 +66,13 @@ func BootSector(o Options) ([]byte, error) {
 	outer := len(code)
 	code = append(code, 0xBE, 0, 0) // mov si, msg (patched below)
 	msgFixup := len(code) - 2
-	code = append(code, 0xBA, com1&0xFF, com1>>8) // mov dx, 0x3F8
 	inner := len(code)
-	code = append(code, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE) // lodsb; test al,al; jz +3; out dx,al
-	code = append(code, 0xEB, byte(inner-(len(code)+2)))    // jmp inner
-	code = append(code, 0xE2, byte(outer-(len(code)+2)))    // loop outer
+	code = append(code, 0xAC, 0x84, 0xC0, 0x74, 0x12)                                   // lodsb; test al,al; jz next (+18)
+	code = append(code, 0x88, 0xC4)                                                     // mov ah,al
+	code = append(code, 0xBA, (com1+5)&0xFF, (com1+5)>>8, 0xEC, 0xA8, 0x20, 0x74, 0xFB) // mov dx,LSR; wait: in al,dx; test al,0x20; jz wait
+	code = append(code, 0x88, 0xE0, 0xBA, com1&0xFF, com1>>8, 0xEE)                     // mov al,ah; mov dx,THR; out dx,al
+	code = append(code, 0xEB, byte(inner-(len(code)+2)))                                // jmp inner
+	code = append(code, 0xE2, byte(outer-(len(code)+2)))                                // loop outer
 	if o.Exit {
 		code = append(code, 0xBA, DebugExitPort, 0x00, 0xB0, o.ExitStatus, 0xEE)
 	}
