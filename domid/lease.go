@@ -167,7 +167,9 @@ func (a *Allocator) Peek() (int, error) {
 		return 0, err
 	}
 	now := monotonic()
-	a.reap(&st, now)
+	if st.reapDue(now) { // as Acquire would
+		a.reap(&st, now)
+	}
 	return a.choose(&st, now)
 }
 

@@ -221,6 +221,19 @@ func TestOnlyConflictingHoldersAreCheckedBetweenReaps(t *testing.T) {
 	}
 }
 
+func TestPeekTellsWhatAcquireTakes(t *testing.T) {
+	a := testAllocator(t)
+	dead := self(t)
+	dead.StartTime++
+	for _, holder := range []proc.Identity{self(t), dead, self(t)} {
+		want, err := a.Peek()
+		require.NoError(t, err)
+		l, err := a.Acquire(Request{Domid: -1, Kind: "hvm", Holder: holder})
+		require.NoError(t, err)
+		assert.Equal(t, want, l.Domid)
+	}
+}
+
 func TestReapDue(t *testing.T) {
 	tests := []struct {
 		name   string
