@@ -170,6 +170,7 @@ func (a *Allocator) Peek() (int, error) {
 	if st.reapDue(now) { // as Acquire would
 		a.reap(&st, now)
 	}
+	a.forget(&st, now)
 	return a.choose(&st, now)
 }
 
@@ -282,8 +283,8 @@ func (st *State) release(domid int, now float64) {
 	st.Released = append(st.Released, Released{Domid: domid, At: now})
 }
 
-// reap turns the leases of dead holders into released domids and forgets
-// releases older than the reuse timeout.
+// reap turns the leases of dead holders into released domids. It reads
+// /proc for every lease, so it runs only when due (reapInterval).
 func (a *Allocator) reap(st *State, now float64) {
 	kept := st.Leases[:0]
 	for _, l := range st.Leases {
@@ -294,6 +295,14 @@ func (a *Allocator) reap(st *State, now float64) {
 		}
 	}
 	st.Leases = kept
+	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
+	st.Reaped = now
+}
+
+// forget drops releases older than the reuse timeout, which no longer
+// keep their domid. It costs no system call, so every update does it:
+// the file stays as small as the domids freed within the timeout.
+func (a *Allocator) forget(st *State, now float64) {
 	fresh := st.Released[:0]
 	for _, r := range st.Released {
 		if now-r.At < a.ReuseTimeout.Seconds() {
@@ -301,8 +310,6 @@ func (a *Allocator) reap(st *State, now float64) {
 		}
 	}
 	st.Released = fresh
-	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
-	st.Reaped = now
 }
 
 // reapDue says whether the holders were last checked longer ago than
@@ -341,6 +348,7 @@ func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error)
 	if fullReap || st.reapDue(now) {
 		a.reap(&st, now)
 	}
+	a.forget(&st, now)
 	if err := fn(&st, now); err != nil {
 		return err
 	}

@@ -438,6 +438,21 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	}
 }
 
+func TestExpiredReleasesAreForgottenBetweenReaps(t *testing.T) {
+	a := testAllocator(t)
+	a.ReuseTimeout = 0
+	me := self(t)
+	for range 50 {
+		l, err := a.Acquire(Request{Domid: -1, Kind: "hvm", Holder: me})
+		require.NoError(t, err)
+		require.NoError(t, a.Release(l.Domid, me))
+	}
+	st, err := a.read()
+	require.NoError(t, err)
+	assert.False(t, st.reapDue(monotonic()), "no full reap ran in between")
+	assert.LessOrEqual(t, len(st.Released), 1, "releases past the reuse timeout do not pile up in the file")
+}
+
 func TestReleasesStayOnePerDomid(t *testing.T) {
 	a := testAllocator(t)
 	me := self(t)
