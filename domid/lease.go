@@ -130,17 +130,10 @@ func (a *Allocator) Acquire(req Request) (Lease, error) {
 	err := a.update(false, func(st *State, now float64) error {
 		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
 		if req.Domid >= 0 {
-			for i := 0; i < len(st.Leases); i++ {
-				held := st.Leases[i]
-				if held.Domid != req.Domid || held.Kind != req.Kind {
-					continue
-				}
-				if held.Live() {
-					return &HeldError{held}
-				}
-				st.Leases = slices.Delete(st.Leases, i, i+1)
-				st.release(held.Domid, now)
-				i--
+			conflicts := func(held Lease) bool { return held.Domid == req.Domid && held.Kind == req.Kind }
+			st.dropDead(now, conflicts)
+			if i := slices.IndexFunc(st.Leases, conflicts); i >= 0 {
+				return &HeldError{st.Leases[i]}
 			}
 		} else {
 			// A lease whose holder died since the last full reap keeps
@@ -167,10 +160,7 @@ func (a *Allocator) Peek() (int, error) {
 		return 0, err
 	}
 	now := monotonic()
-	if st.reapDue(now) { // as Acquire would
-		a.reap(&st, now)
-	}
-	a.forget(&st, now)
+	a.tidy(&st, now, false) // as Acquire would
 	return a.choose(&st, now)
 }
 
@@ -283,20 +273,30 @@ func (st *State) release(domid int, now float64) {
 	st.Released = append(st.Released, Released{Domid: domid, At: now})
 }
 
-// reap turns the leases of dead holders into released domids. It reads
-// /proc for every lease, so it runs only when due (reapInterval).
-func (a *Allocator) reap(st *State, now float64) {
+// tidy reaps dead holders' leases when fullReap asks for it or a reap is
+// due, and forgets expired releases.
+func (a *Allocator) tidy(st *State, now float64, fullReap bool) {
+	if fullReap || st.reapDue(now) {
+		st.dropDead(now, func(Lease) bool { return true })
+		sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
+		st.Reaped = now
+	}
+	a.forget(st, now)
+}
+
+// dropDead turns the leases picked by which whose holders are gone into
+// released domids. It reads /proc for each picked lease, so a full reap
+// (every lease) runs only when due (reapInterval).
+func (st *State) dropDead(now float64, which func(Lease) bool) {
 	kept := st.Leases[:0]
 	for _, l := range st.Leases {
-		if l.Live() {
+		if !which(l) || l.Live() {
 			kept = append(kept, l)
 		} else {
 			st.release(l.Domid, now)
 		}
 	}
 	st.Leases = kept
-	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
-	st.Reaped = now
 }
 
 // forget drops releases older than the reuse timeout, which no longer
@@ -318,9 +318,8 @@ func (st *State) reapDue(now float64) bool {
 	return now-st.Reaped >= reapInterval.Seconds() || now < st.Reaped
 }
 
-// update runs fn on the state under the lock and saves the result. Dead
-// holders' leases are reaped first when fullReap asks for it or a reap is
-// due.
+// update runs fn on the state under the lock and saves the result, after
+// tidying it (see tidy).
 func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error) error {
 	if err := statedir.Ensure(a.Dir); err != nil {
 		return err
@@ -345,10 +344,7 @@ func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error)
 		return err
 	}
 	now := monotonic()
-	if fullReap || st.reapDue(now) {
-		a.reap(&st, now)
-	}
-	a.forget(&st, now)
+	a.tidy(&st, now, fullReap)
 	if err := fn(&st, now); err != nil {
 		return err
 	}
