@@ -247,8 +247,7 @@ func (c *Config) apply() error {
 		c.GDBAllow = append(c.GDBAllow, p.Masked())
 	}
 	if !ap.Addr().IsLoopback() && len(c.GDBAllow) == 0 {
-		return &SettingError{Name: "DMLAUNCH_GDB_LISTEN", Value: get("DMLAUNCH_GDB_LISTEN"), Origin: c.Origin("DMLAUNCH_GDB_LISTEN"),
-			Reason: "is not a loopback address, and gdbserver has no authentication; set DMLAUNCH_GDB_ALLOW to the client networks allowed to connect, or listen on 127.0.0.1 and use ssh -L"}
+		return bad("DMLAUNCH_GDB_LISTEN", "is not a loopback address, and gdbserver has no authentication; set DMLAUNCH_GDB_ALLOW to the client networks allowed to connect, or listen on 127.0.0.1 and use ssh -L")
 	}
 
 	c.GDBServer = get("DMLAUNCH_GDBSERVER")
