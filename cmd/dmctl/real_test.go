@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -406,26 +407,79 @@ func TestMonitorErrors(t *testing.T) {
 	}
 
 	tests := []struct {
-		args []string
-		want []string
+		args   []string
+		status int
+		want   []string
 	}{
-		{[]string{"monitor", "3"}, []string{"domain 3 was launched in pass-through mode and has no dmlaunch QMP socket",
+		{[]string{"monitor", "3"}, exitMonitorNotSent, []string{"domain 3 was launched in pass-through mode and has no dmlaunch QMP socket",
 			"/var/run/xen/qmp-libxl-3", "dmctl monitor --qmp /var/run/xen/qmp-libxl-3 3"}},
-		{[]string{"monitor", "4", "-c", "info status"}, []string{"QMP socket " + dead, "connection refused"}},
-		{[]string{"monitor", "99"}, []string{"domain 99: no launch recorded in " + state}},
-		{[]string{"monitor", "5", "--qmp", filepath.Join(state, "none.qmp")}, []string{"no such file or directory"}},
-		{[]string{"gdb", "3"}, []string{"domain 3 runs in pass-through mode, without a debug port"}},
-		{[]string{"console", "3"}, []string{"domain 3 runs in pass-through mode and has no console pty"}},
+		{[]string{"monitor", "4", "-c", "info status"}, exitMonitorNotSent, []string{"QMP socket " + dead, "connection refused", "nothing was sent"}},
+		{[]string{"monitor", "99"}, exitMonitorNotSent, []string{"domain 99: no launch recorded in " + state}},
+		{[]string{"monitor", "5", "--qmp", filepath.Join(state, "none.qmp")}, exitMonitorNotSent, []string{"no such file or directory"}},
+		{[]string{"gdb", "3"}, exitFailure, []string{"domain 3 runs in pass-through mode, without a debug port"}},
+		{[]string{"console", "3"}, exitFailure, []string{"domain 3 runs in pass-through mode and has no console pty"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			out, status := runDmctl(t, append([]string{"--state-dir", state}, tt.args...)...)
-			assert.Equal(t, exitFailure, status)
+			assert.Equal(t, tt.status, status)
 			for _, w := range tt.want {
 				assert.Contains(t, out, w)
 			}
 		})
 	}
+}
+
+// The real QEMU's human monitor: its error messages give exit status 1, and
+// a QEMU stopped in a debugger, or by a signal, is reported as that at once
+// (with its record) or after the timeout (with only its socket).
+func TestMonitorWithRealQEMU(t *testing.T) {
+	realtest.Need(t, "gdbserver", "gdb")
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDomain(t, state, 11, "gdb", "monitored", "monitor status guest")
+	rec := d.record(t)
+	monitor := func(args ...string) (string, string, int) {
+		stdout, stderr, status, _, _ := monitorRun(t, "", append([]string{"--state-dir", state, "monitor", "11"}, args...)...)
+		return stdout, stderr, status
+	}
+
+	out, _, status := monitor("-c", "info status")
+	assert.Equal(t, 0, status)
+	assert.Equal(t, "VM status: running\n", out)
+	for _, bad := range []string{"bogus", "info bogus", "stop now please", "x /2x nonsense", "device_del nope", "cont extra words"} {
+		out, stderr, status := monitor("-c", bad)
+		assert.Equal(t, exitMonitorCommandFailed, status, "%q: QEMU printed %q", bad, stderr)
+		assert.Empty(t, out)
+		assert.Contains(t, stderr, "dmctl monitor: "+bad+": ")
+		t.Logf("%q: status %d: %q", bad, status, stderr)
+	}
+	out, stderr, status, _, _ := monitorRun(t, "info status\nbogus\ninfo name\n", "--state-dir", state, "monitor", "11")
+	assert.Equal(t, exitMonitorCommandFailed, status)
+	assert.Equal(t, "VM status: running\nmonitored\n", out)
+	assert.Equal(t, "dmctl monitor: bogus: unknown command: 'bogus'\n", stderr)
+
+	// gdb stops QEMU and, while it is stopped, runs dmctl.
+	script := filepath.Join(t.TempDir(), "monitor.sh")
+	require.NoError(t, os.WriteFile(script, []byte(fmt.Sprintf("#!/bin/sh\n%s --state-dir %s monitor 11 -c 'info status'\necho \"status $?\"\n%s monitor --qmp %s --timeout 1s 11 -c 'info status'\necho \"status $?\"\n",
+		dmctlBin, state, dmctlBin, rec.QMP)), 0o755))
+	gdb := exec.Command("gdb", "-nx", "-batch", "-ex", "target remote "+rec.GDB, "-ex", "shell "+script, "-ex", "detach")
+	gdb.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	got, err := gdb.CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Regexp(t, fmt.Sprintf(`dmctl monitor: QMP socket %s: QEMU \(pid %d\) is stopped in a debugger \(gdbserver, pid \d+\): its monitor answers once the debugger lets it run \(gdb: continue, or detach\); nothing was sent\nstatus 3\n`, regexp.QuoteMeta(rec.QMP), rec.QEMUPID), string(got))
+	assert.Regexp(t, `QMP socket \S+: QEMU accepted the connection but sent no QMP greeting within 1s; QEMU \(pid \d+\) is stopped in a debugger \(gdbserver, pid \d+\).*; nothing was sent\nstatus 3\n`, string(got),
+		"with only the socket, QEMU is found through it")
+
+	// Detached, QEMU answers again.
+	out, _, status = monitor("-c", "info status")
+	assert.Equal(t, 0, status)
+	assert.Equal(t, "VM status: running\n", out)
+
+	require.NoError(t, syscall.Kill(rec.QEMUPID, syscall.SIGSTOP))
+	_, stderr, status = monitor("-c", "info status")
+	require.NoError(t, syscall.Kill(rec.QEMUPID, syscall.SIGCONT))
+	assert.Equal(t, exitMonitorNotSent, status)
+	assert.Contains(t, stderr, fmt.Sprintf("QEMU (pid %d) is stopped (T (stopped)): its monitor answers once it runs again (kill -CONT %d)", rec.QEMUPID, rec.QEMUPID))
 }
 
 func runDmctl(t *testing.T, args ...string) (string, int) {

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// standIn is a QMP server that misbehaves as told, on a fresh socket.
+func standIn(t *testing.T, handle func(conn net.Conn, dec *json.Decoder)) string {
+	path := filepath.Join(t.TempDir(), "qmp")
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				go func() { <-stop; conn.Close() }()
+				_ = json.NewEncoder(conn).Encode(map[string]any{"QMP": map[string]any{"version": map[string]any{}, "capabilities": []string{}}})
+				handle(conn, json.NewDecoder(conn))
+			}()
+		}
+	}()
+	return path
+}
+
+type qmpRequest struct {
+	Execute   string            `json:"execute"`
+	Arguments map[string]string `json:"arguments"`
+	ID        any               `json:"id"`
+}
+
+// negotiate answers qmp_capabilities and returns the next request.
+func negotiate(conn net.Conn, dec *json.Decoder) (qmpRequest, bool) {
+	var req qmpRequest
+	if dec.Decode(&req) != nil {
+		return req, false
+	}
+	_ = json.NewEncoder(conn).Encode(map[string]any{"return": map[string]any{}, "id": req.ID})
+	err := dec.Decode(&req)
+	return req, err == nil
+}
+
+// quiet reads and never answers, until the client goes.
+func quiet(conn net.Conn) { _, _ = io.Copy(io.Discard, conn) }
+
+// monitorRun runs the dmctl binary and returns its stderr, status, the
+// time it took and its peak memory.
+func monitorRun(t *testing.T, stdin string, args ...string) (stdout, stderr string, status int, took time.Duration, maxRSSKiB int64) {
+	t.Helper()
+	cmd := exec.Command(dmctlBin, args...)
+	cmd.Env = []string{"DMLAUNCH_CONFIG="}
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	start := time.Now()
+	err := cmd.Run()
+	took = time.Since(start)
+	var exit *exec.ExitError
+	if err != nil {
+		require.True(t, errors.As(err, &exit), "%v", err)
+		status = exit.ExitCode()
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		maxRSSKiB = ru.Maxrss
+	}
+	return out.String(), errb.String(), status, took, maxRSSKiB
+}
+
+// dmctl monitor ends within its timeout, with a message that says what
+// happened and the status that says whether the command may have run.
+func TestMonitorCannotHang(t *testing.T) {
+	const timeout = time.Second
+	tests := []struct {
+		name   string
+		handle func(conn net.Conn, dec *json.Decoder)
+		status int
+		want   []string
+	}{
+		{"quiet after the greeting", func(conn net.Conn, dec *json.Decoder) { quiet(conn) }, exitMonitorNotSent,
+			[]string{"capabilities negotiation: no answer within 1s (--timeout raises it); nothing was sent"}},
+		{"quiet after the command", func(conn net.Conn, dec *json.Decoder) {
+			if _, ok := negotiate(conn, dec); ok {
+				quiet(conn)
+			}
+		}, exitMonitorNoReply, []string{`"human-monitor-command": no answer within 1s (--timeout raises it); the command was sent and may have run`}},
+		{"an endless reply", func(conn net.Conn, dec *json.Decoder) {
+			if _, ok := negotiate(conn, dec); !ok {
+				return
+			}
+			_, _ = conn.Write([]byte(`{"return": "`))
+			chunk := []byte(strings.Repeat("info mtree ", 8<<10))
+			for {
+				if _, err := conn.Write(chunk); err != nil {
+					return
+				}
+			}
+		}, exitMonitorNoReply, []string{`"human-monitor-command": the reply is over the 16 MiB limit (--max-reply raises it); the command was sent and may have run`}},
+		{"an endless reply, slowly", func(conn net.Conn, dec *json.Decoder) {
+			if _, ok := negotiate(conn, dec); !ok {
+				return
+			}
+			_, _ = conn.Write([]byte(`{"return": "`))
+			for {
+				if _, err := conn.Write([]byte("x")); err != nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}, exitMonitorNoReply, []string{"no answer within 1s"}},
+		{"closes after the command", func(conn net.Conn, dec *json.Decoder) { negotiate(conn, dec) }, exitMonitorNoReply,
+			[]string{`"human-monitor-command": QEMU closed the connection; the command was sent and may have run`}},
+		{"an HMP error", func(conn net.Conn, dec *json.Decoder) {
+			if req, ok := negotiate(conn, dec); ok {
+				_ = json.NewEncoder(conn).Encode(map[string]any{"return": "Error: Device 'nope' not found\r\n", "id": req.ID})
+			}
+		}, exitMonitorCommandFailed, []string{"dmctl monitor: info status: Error: Device 'nope' not found\n"}},
+		{"a QMP error", func(conn net.Conn, dec *json.Decoder) {
+			if req, ok := negotiate(conn, dec); ok {
+				_ = json.NewEncoder(conn).Encode(map[string]any{"error": map[string]string{"class": "CommandNotFound", "desc": "no"}, "id": req.ID})
+			}
+		}, exitMonitorCommandFailed, []string{"dmctl monitor: info status: CommandNotFound: no\n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := standIn(t, tt.handle)
+			_, stderr, status, took, rss := monitorRun(t, "", "monitor", "--qmp", path, "--timeout", timeout.String(), "7", "-c", "info status")
+			assert.Equal(t, tt.status, status, "%s", stderr)
+			for _, w := range tt.want {
+				assert.Contains(t, stderr, w)
+			}
+			assert.Less(t, took, timeout+5*time.Second, "ends within the timeout")
+			assert.Less(t, rss, int64(256<<10), "peak memory stays far from the stream's size (KiB)")
+			t.Logf("status %d after %v, peak %d KiB: %s", status, took.Round(time.Millisecond), rss, strings.TrimSpace(stderr))
+		})
+	}
+}
+
+// A script stops at the first broken exchange (a later reply could be taken
+// for the next command's) but goes on past commands QEMU refused.
+func TestMonitorScriptStatus(t *testing.T) {
+	path := standIn(t, func(conn net.Conn, dec *json.Decoder) {
+		req, ok := negotiate(conn, dec)
+		for ok {
+			reply := "fine\r\n"
+			switch req.Arguments["command-line"] {
+			case "bogus":
+				reply = "unknown command: 'bogus'\r\n"
+			case "hang":
+				quiet(conn)
+				return
+			}
+			_ = json.NewEncoder(conn).Encode(map[string]any{"return": reply, "id": req.ID})
+			ok = dec.Decode(&req) == nil
+		}
+	})
+	stdout, stderr, status, _, _ := monitorRun(t, "info a\nbogus\ninfo b\n", "monitor", "--qmp", path, "--timeout", "1s", "7")
+	assert.Equal(t, exitMonitorCommandFailed, status)
+	assert.Equal(t, "fine\nfine\n", stdout)
+	assert.Equal(t, "dmctl monitor: bogus: unknown command: 'bogus'\n", stderr)
+
+	stdout, stderr, status, _, _ = monitorRun(t, "info a\nbogus\nhang\ninfo b\n", "monitor", "--qmp", path, "--timeout", "1s", "7")
+	assert.Equal(t, exitMonitorNoReply, status)
+	assert.Equal(t, "fine\n", stdout, "nothing after the command that hung")
+	assert.Contains(t, stderr, `"human-monitor-command": no answer within 1s`)
+}
+
+func TestMonitorUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"monitor", "5", "--timeout", "0s"}, "--timeout must be more than 0"},
+		{[]string{"monitor", "5", "--timeout", "soon"}, `invalid argument "soon" for "--timeout"`},
+		{[]string{"monitor", "5", "--max-reply", "lots"}, `--max-reply: "lots" is not a size`},
+		{[]string{"monitor", "5", "--max-reply", "0"}, `--max-reply: "0" is not a size`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, stderr, status := dmctl(t, append([]string{"--state-dir", t.TempDir()}, tt.args...)...)
+			assert.Equal(t, exitUsage, status)
+			assert.Contains(t, stderr, tt.want)
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1048576": 1 << 20, "512K": 512 << 10, "16M": 16 << 20, "1g": 1 << 30, "2MiB": 2 << 20} {
+		got, err := parseSize(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "-1", "M", "1T", "99999999999G"} {
+		_, err := parseSize(in)
+		assert.Error(t, err, in)
+	}
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// whyNotAnswering says why the process pid cannot answer its monitor, or ""
+// when it is not held: stopped under a debugger (ptrace), stopped by a
+// signal, or frozen in a cgroup (how gdb-wait holds QEMU before its first
+// instruction). Its socket still accepts connections in every case: the
+// kernel queues them, and nobody reads.
+func whyNotAnswering(pid int) string {
+	if pid <= 0 {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return ""
+	}
+	var state string
+	tracer := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "State:"); ok {
+			state = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
+			tracer, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	switch {
+	case strings.HasPrefix(state, "t") && tracer != 0:
+		return fmt.Sprintf("QEMU (pid %d) is stopped in a debugger (%s, pid %d): its monitor answers once the debugger lets it run (gdb: continue, or detach)",
+			pid, commOf(tracer), tracer)
+	case strings.HasPrefix(state, "T"), strings.HasPrefix(state, "t"):
+		return fmt.Sprintf("QEMU (pid %d) is stopped (%s): its monitor answers once it runs again (kill -CONT %d)", pid, state, pid)
+	}
+	if cg := frozenCgroup(pid); cg != "" {
+		return fmt.Sprintf("QEMU (pid %d) is held frozen in cgroup %s, waiting for a debugger (gdb-wait): its monitor answers once a debugger has let it start", pid, cg)
+	}
+	return ""
+}
+
+func commOf(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return "pid " + strconv.Itoa(pid)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// frozenCgroup is the cgroup that freezes pid (v2 cgroup.events "frozen
+// 1", v1 freezer.state FROZEN), or "".
+func frozenCgroup(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case f[0] == "0" && f[1] == "":
+			ev, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", f[2], "cgroup.events"))
+			if err == nil && strings.Contains("\n"+string(ev), "\nfrozen 1") {
+				return f[2]
+			}
+		case strings.Contains(","+f[1]+",", ",freezer,"):
+			st, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", f[2], "freezer.state"))
+			if err == nil && strings.TrimSpace(string(st)) != "THAWED" {
+				return f[2]
+			}
+		}
+	}
+	return ""
+}
