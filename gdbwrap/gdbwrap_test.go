@@ -24,28 +24,6 @@ func TestAddress(t *testing.T) {
 	assert.Contains(t, err.Error(), "65000+600 is beyond 65535")
 }
 
-func TestAllowed(t *testing.T) {
-	allow := []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("127.0.0.1/32")}
-	tests := []struct {
-		peer  string
-		allow []netip.Prefix
-		want  bool
-	}{
-		{"127.0.0.1", nil, true},
-		{"127.0.0.2", nil, true},
-		{"::1", nil, true},
-		{"192.0.2.9", nil, false},
-		{"192.0.2.9", allow, true},
-		{"::ffff:192.0.2.9", allow, true},
-		{"127.0.0.1", allow, true},
-		{"127.0.0.2", allow, false},
-		{"198.51.100.1", allow, false},
-	}
-	for _, tt := range tests {
-		assert.Equal(t, tt.want, Allowed(netip.MustParseAddr(tt.peer), tt.allow), "%s with %v", tt.peer, tt.allow)
-	}
-}
-
 func TestListenBusyPort(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -5,11 +5,17 @@
 package gdbwrap
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // PortRangeError is a base port plus domid beyond 65535.
@@ -57,17 +63,55 @@ func Listen(addr netip.AddrPort) (*net.TCPListener, error) {
 	return l, nil
 }
 
-// Allowed applies the client allowlist: with no list, only loopback
-// peers; otherwise only peers inside one of the networks.
-func Allowed(peer netip.Addr, allow []netip.Prefix) bool {
-	peer = peer.Unmap()
-	if len(allow) == 0 {
-		return peer.IsLoopback()
+// UnixSocketPath is a domain's debug socket in the state directory.
+func UnixSocketPath(stateDir string, domid int) string {
+	return filepath.Join(stateDir, strconv.Itoa(domid)+".gdb")
+}
+
+// UnixTarget is gdb's name for a unix socket: "target remote unix::PATH".
+func UnixTarget(path string) string { return "unix::" + path }
+
+// ListenUnix binds the debug socket at path with mode 0600 from its
+// creation (the mode is set on the socket before bind, so it is never
+// reachable by others, even for an instant). A socket left by a launcher
+// that was killed is replaced.
+func ListenUnix(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+		_ = os.Remove(path)
 	}
-	for _, p := range allow {
-		if p.Contains(peer) {
-			return true
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), 0o600) }); cerr != nil {
+			return cerr
 		}
+		return err
+	}}
+	l, err := lc.Listen(context.Background(), "unix", path)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("debug socket %s is in use by something else: %w", path, err)
+		}
+		return nil, fmt.Errorf("listen on debug socket %s: %w", path, err)
 	}
-	return false
+	ul := l.(*net.UnixListener)
+	if err := os.Chmod(path, 0o600); err != nil { // where fchmod before bind is not honoured
+		ul.Close()
+		return nil, err
+	}
+	return ul, nil
+}
+
+// LocalTarget is what gdb on this machine gives "target remote" to reach
+// a debug port recorded as target: a wildcard listen address is reached
+// through loopback (0.0.0.0 through 127.0.0.1, :: through ::1).
+func LocalTarget(target string) string {
+	ap, err := netip.ParseAddrPort(target)
+	if err != nil || !ap.Addr().IsUnspecified() {
+		return target
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	if ap.Addr().Is6() {
+		lo = netip.IPv6Loopback()
+	}
+	return netip.AddrPortFrom(lo, ap.Port()).String()
 }

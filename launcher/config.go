@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
@@ -38,7 +39,8 @@ var Settings = []Setting{
 	{"DMLAUNCH_QEMU", "", "the real QEMU (absolute path); default <own path>.distrib, then the known Xen QEMU paths"},
 	{"DMLAUNCH_DEBUG", "off", "gdb, gdb-wait, console (comma list); off = pass-through"},
 	{"DMLAUNCH_DEBUG_DOMAINS", "", "domains to debug: domids, names, shell globs (comma list); empty = all"},
-	{"DMLAUNCH_GDB_LISTEN", "127.0.0.1:1234", "ADDR:BASEPORT; the port is BASEPORT + domid"},
+	{"DMLAUNCH_GDB_LISTEN", "127.0.0.1:1234", "ADDR:BASEPORT (the port is BASEPORT + domid), or unix: the socket <state dir>/<domid>.gdb"},
+	{"DMLAUNCH_GDB_USERS", "", "local users allowed to debug besides root: user names, uids, @group (comma list)"},
 	{"DMLAUNCH_GDB_ALLOW", "", "client networks (CIDRs) allowed when ADDR is not loopback"},
 	{"DMLAUNCH_GDBSERVER", "gdbserver", "the gdbserver binary"},
 	{"DMLAUNCH_DOMID", "", "domid for a launch that carries none; default: allocate a lease"},
@@ -48,19 +50,14 @@ var Settings = []Setting{
 	{"DMLAUNCH_CONFIG", DefaultConfigFile, "the settings file (environment only)"},
 }
 
-// Debug modes.
-const (
-	ModeGDB     = "gdb"
-	ModeGDBWait = "gdb-wait"
-	ModeConsole = "console"
-)
-
 // Config is every setting, checked.
 type Config struct {
 	QEMU         string
 	Debug        []string // validated modes; empty = pass-through
 	DebugDomains []string
-	GDBListen    netip.AddrPort
+	GDBListen    netip.AddrPort // zero when GDBUnix
+	GDBUnix      bool           // DMLAUNCH_GDB_LISTEN=unix
+	GDBUsers     gdbwrap.Users
 	GDBAllow     []netip.Prefix
 	GDBServer    string
 	Domid        string
@@ -206,26 +203,11 @@ func (c *Config) apply() error {
 		return bad("DMLAUNCH_QEMU", "must be an absolute path to the real QEMU binary")
 	}
 
-	seen := map[string]bool{}
-	for _, m := range splitList(get("DMLAUNCH_DEBUG")) {
-		switch m {
-		case "off":
-			seen[m] = true
-		case ModeGDB, ModeGDBWait, ModeConsole:
-			if !seen[m] {
-				c.Debug = append(c.Debug, m)
-			}
-			seen[m] = true
-		default:
-			return bad("DMLAUNCH_DEBUG", fmt.Sprintf("has unknown mode %q; use gdb, gdb-wait, console or off", m))
-		}
+	modes, err := checkModes(splitList(get("DMLAUNCH_DEBUG")))
+	if err != nil {
+		return bad("DMLAUNCH_DEBUG", err.Error())
 	}
-	if seen[ModeGDB] && seen[ModeGDBWait] {
-		return bad("DMLAUNCH_DEBUG", "asks for both gdb and gdb-wait; choose one")
-	}
-	if seen["off"] && len(c.Debug) > 0 {
-		return bad("DMLAUNCH_DEBUG", "mixes off with debug modes")
-	}
+	c.Debug = modes
 
 	c.DebugDomains = splitList(get("DMLAUNCH_DEBUG_DOMAINS"))
 	for _, p := range c.DebugDomains {
@@ -234,20 +216,8 @@ func (c *Config) apply() error {
 		}
 	}
 
-	ap, err := netip.ParseAddrPort(get("DMLAUNCH_GDB_LISTEN"))
-	if err != nil || ap.Port() == 0 {
-		return bad("DMLAUNCH_GDB_LISTEN", "must be ADDR:BASEPORT, such as 127.0.0.1:1234 or [::1]:1234")
-	}
-	c.GDBListen = ap
-	for _, s := range splitList(get("DMLAUNCH_GDB_ALLOW")) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return bad("DMLAUNCH_GDB_ALLOW", fmt.Sprintf("has %q, which is not a network in CIDR form such as 192.0.2.0/24", s))
-		}
-		c.GDBAllow = append(c.GDBAllow, p.Masked())
-	}
-	if !ap.Addr().IsLoopback() && len(c.GDBAllow) == 0 {
-		return bad("DMLAUNCH_GDB_LISTEN", "is not a loopback address, and gdbserver has no authentication; set DMLAUNCH_GDB_ALLOW to the client networks allowed to connect, or listen on 127.0.0.1 and use ssh -L")
+	if err := c.applyGDB(get, bad); err != nil {
+		return err
 	}
 
 	c.GDBServer = get("DMLAUNCH_GDBSERVER")

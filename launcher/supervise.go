@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -33,15 +32,6 @@ const GracePeriod = 10 * time.Second
 // QEMU that has not reported "running" by then gets its domain destroyed.
 const ToolstackStartTimeout = 60 * time.Second
 
-func (p *Plan) hasMode(m string) bool {
-	for _, x := range p.Config.Debug {
-		if x == m {
-			return true
-		}
-	}
-	return false
-}
-
 // ConsoleLogPath is where a domain's console bytes are kept.
 func ConsoleLogPath(logDir string, domid int) string {
 	return filepath.Join(logDir, "dmlaunch-console-"+strconv.Itoa(domid)+".log")
@@ -52,65 +42,402 @@ func QMPSocketPath(stateDir string, domid int) string {
 	return filepath.Join(stateDir, strconv.Itoa(domid)+".qmp")
 }
 
+// Step is one named stage of a supervised launch, in the manner of
+// firecracker-go-sdk's handler lists: the launch reads as the list, and
+// each stage can be read and tested alone. A step that needs undoing
+// registers the undo with s.atExit; a failing step ends the launch.
+type Step struct {
+	Name string
+	Run  func(s *supervision) error
+}
+
+// supervisedSteps is every supervised launch, in order. What a debug mode
+// changes is decided inside the steps from the mode table (modes.go);
+// steps that act after QEMU's exit (core dumps, say) go after "wait for
+// QEMU".
+var supervisedSteps = []Step{
+	{"trap signals", (*supervision).trapSignals},
+	{"take lease", (*supervision).takeLease},
+	{"open debug port", (*supervision).openDebugPort},
+	{"open console", (*supervision).openConsole},
+	{"final argv", (*supervision).finalArgv},
+	{"start QEMU", (*supervision).startQEMU},
+	{"write record", (*supervision).writeRecord},
+	{"announce", (*supervision).announce},
+	{"serve debuggers", (*supervision).serveDebuggers},
+	{"wait for QEMU", (*supervision).waitQEMU},
+	{"stop debuggers", (*supervision).stopDebuggersAfterExit},
+	{"report exit", (*supervision).reportExit},
+}
+
+// supervision is the state the steps share.
+type supervision struct {
+	p      *Plan
+	in     Inputs
+	stderr *os.File
+	self   proc.Identity
+
+	sigs      chan os.Signal
+	listener  net.Listener
+	gdbTarget string // the record's and the log's "target remote" value
+	cons      *console.Console
+	qmp       string
+	qemu      *child
+	hold      *gdbwrap.Hold
+	server    *gdbwrap.Server
+	status    int
+
+	toldDumping bool
+	cleanups    []func()
+}
+
+// atExit registers an undo; they run in reverse order when Supervise
+// returns, whatever the outcome.
+func (s *supervision) atExit(f func()) { s.cleanups = append(s.cleanups, f) }
+
+func (s *supervision) logf(format string, a ...any) {
+	fmt.Fprintf(s.stderr, "dmlaunch: %s: %s\n", s.p.Subject(), fmt.Sprintf(format, a...))
+}
+
+// Supervise runs QEMU as the launcher's child in the debug modes and
+// returns the launcher's exit status: QEMU's, or 128+signal.
+func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
+	s := &supervision{p: p, in: in, stderr: stderr}
+	defer func() {
+		for i := len(s.cleanups) - 1; i >= 0; i-- {
+			s.cleanups[i]()
+		}
+	}()
+	for _, step := range supervisedSteps {
+		if err := step.Run(s); err != nil {
+			return 0, err
+		}
+	}
+	return s.status, nil
+}
+
+// Signals the launcher acts on. The toolstack stops QEMU with SIGHUP
+// (libxl) or SIGTERM; SIGINT and SIGQUIT come from a terminal. QEMU is
+// sent SIGTERM for SIGQUIT: its own SIGQUIT action is a core dump, and
+// the Go runtime's a goroutine dump into the toolstack's log.
+var (
+	stopSignals = map[os.Signal]syscall.Signal{
+		syscall.SIGHUP: syscall.SIGHUP, syscall.SIGINT: syscall.SIGINT,
+		syscall.SIGTERM: syscall.SIGTERM, syscall.SIGQUIT: syscall.SIGTERM,
+	}
+	// ignoredSignals would end the launcher, and through pdeathsig the
+	// domain, though nobody asked for either: logged and ignored. SIGPIPE
+	// comes from a toolstack log that was closed under us.
+	ignoredSignals = []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGPIPE}
+)
+
+// trapSignals comes first: a signal between QEMU's start and here would
+// otherwise kill the launcher and, through pdeathsig, QEMU unasked.
+func (s *supervision) trapSignals() error {
+	s.sigs = make(chan os.Signal, 8)
+	for sig := range stopSignals {
+		signal.Notify(s.sigs, sig)
+	}
+	signal.Notify(s.sigs, ignoredSignals...)
+	s.atExit(func() { signal.Stop(s.sigs) })
+	return nil
+}
+
+func (s *supervision) takeLease() error {
+	self, err := proc.Self()
+	if err != nil {
+		return err
+	}
+	s.self = self
+	lease, err := s.p.takeLease(self)
+	if err != nil {
+		return err
+	}
+	s.atExit(func() { _ = s.p.allocator().Release(lease.Domid, self) })
+	return nil
+}
+
+// openDebugPort binds the port before QEMU starts, so a busy port stops
+// the launch instead of leaving a domain nobody can reach.
+func (s *supervision) openDebugPort() error {
+	if !s.p.wants(func(m DebugMode) bool { return m.DebugPort }) {
+		return nil
+	}
+	cfg := s.p.Config
+	if cfg.GDBUnix {
+		if err := statedir.Ensure(cfg.StateDir); err != nil {
+			return err
+		}
+		path := gdbwrap.UnixSocketPath(cfg.StateDir, s.p.Domid)
+		l, err := gdbwrap.ListenUnix(path)
+		if err != nil {
+			return err
+		}
+		s.listener, s.gdbTarget = l, gdbwrap.UnixTarget(path)
+		s.atExit(func() { l.Close(); _ = os.Remove(path) })
+		return nil
+	}
+	addr, err := gdbwrap.Address(cfg.GDBListen, s.p.Domid)
+	if err != nil {
+		return err
+	}
+	l, err := gdbwrap.Listen(addr)
+	if err != nil {
+		return err
+	}
+	s.listener, s.gdbTarget = l, addr.String()
+	s.atExit(func() { l.Close() })
+	return nil
+}
+
+func (s *supervision) openConsole() error {
+	if err := os.MkdirAll(s.p.Config.LogDir, 0o755); err != nil {
+		return fmt.Errorf("console log directory: %w", err)
+	}
+	cons, err := console.Open(ConsoleLogPath(s.p.Config.LogDir, s.p.Domid))
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	s.cons = cons
+	s.atExit(func() { cons.Close() })
+	return nil
+}
+
+// finalArgv points the first serial port at the console's pty and adds
+// the launcher's QMP socket.
+func (s *supervision) finalArgv() error {
+	p := s.p
+	s.qmp = QMPSocketPath(p.Config.StateDir, p.Domid)
+	if err := statedir.Ensure(p.Config.StateDir); err != nil {
+		return err
+	}
+	_ = os.Remove(s.qmp) // a socket left by a launcher that was killed
+	cl, applied, err := argv.ApplyRules(p.Line, argv.SerialToDevice(s.cons.QEMUPath), argv.AddQMPSocket(s.qmp))
+	if err != nil {
+		return err
+	}
+	p.Applied = append(p.Applied, applied...)
+	p.Argv = append([]string{p.QEMU}, cl.Render()...)
+	return nil
+}
+
+func (s *supervision) startQEMU() error {
+	p := s.p
+	hold := p.wants(func(m DebugMode) bool { return m.HoldAtStart })
+	cmd := exec.Command(p.QEMU, p.Argv[1:]...)
+	cmd.Args[0] = p.Argv[0]
+	cmd.Env = p.Env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, s.stderr
+	cmd.ExtraFiles = inheritedFiles(s.in.InheritedFDs)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: hold}
+	qemu, err := startChild(cmd, hold)
+	// QEMU holds the toolstack's fds now (or never will): the launcher's
+	// copies would only keep them open behind QEMU's back.
+	for _, f := range cmd.ExtraFiles {
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return &NotExecutableError{p.QEMU, "could not be started: " + err.Error()}
+	}
+	s.qemu, s.hold = qemu, qemu.hold
+	// On a failure in a later step: QEMU must not outlive the launch.
+	s.atExit(func() {
+		select {
+		case <-qemu.done:
+		default:
+			s.releaseHold()
+			_ = qemu.process().Kill()
+			<-qemu.done
+		}
+		s.releaseHold() // removes a hold cgroup that QEMU died in
+	})
+	return nil
+}
+
+// releaseHold lets a held QEMU go: before any signal to it, since a task
+// frozen by the v1 freezer does not even die of SIGKILL.
+func (s *supervision) releaseHold() {
+	if s.hold == nil {
+		return
+	}
+	if err := s.hold.Release(); err != nil {
+		s.logf("releasing QEMU from its %s: %v", s.hold.Method, err)
+	}
+}
+
+func (s *supervision) writeRecord() error {
+	p := s.p
+	rec := registry.Record{
+		Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
+		Launcher: s.self, QEMUPID: s.qemu.pid(), QEMU: p.QEMU, Argv: p.Argv,
+		GDB: s.gdbTarget, ConsolePTY: s.cons.UserPath, ConsoleLog: s.cons.LogPath, QMP: s.qmp,
+		Started: time.Now().UTC(),
+	}
+	if _, err := registry.Write(p.Config.StateDir, rec); err != nil {
+		s.logf("registry record not written: %v", err)
+	}
+	s.atExit(func() { _ = registry.Remove(p.Config.StateDir, rec) })
+	return nil
+}
+
+func (s *supervision) announce() error {
+	p := s.p
+	fmt.Fprintln(s.stderr, p.debugLogLine(s.qemu.pid(), gdbwrap.LocalTarget(s.gdbTarget), s.cons, s.qmp))
+	if s.hold != nil {
+		if s.hold.Fallback != "" {
+			s.logf("no cgroup freezer could hold QEMU (%s); it waits in a job-control stop instead, and gdb reports one SIGCONT when it is released", s.hold.Fallback)
+		}
+		s.logf("QEMU (pid %d) is stopped before its first instruction (%s), waiting for a debugger; "+
+			"the toolstack destroys the domain if QEMU has not started within %v", s.qemu.pid(), s.hold.Method, ToolstackStartTimeout)
+	}
+	if p.PTYSerial {
+		p.publishConsole(s.stderr, s.cons.UserPath)
+	}
+	return nil
+}
+
+func (s *supervision) serveDebuggers() error {
+	if s.listener == nil {
+		return nil
+	}
+	cfg := s.p.Config
+	s.server = &gdbwrap.Server{
+		Listener: s.listener, GDBServer: cfg.GDBServer, Process: s.qemu.process(),
+		Access: gdbwrap.Access{Users: cfg.GDBUsers, Allow: cfg.GDBAllow},
+		Hold:   s.hold, Stderr: s.stderr, Logf: s.logf,
+	}
+	go s.server.Serve()
+	s.atExit(func() { s.stopDebuggers(0) })
+	return nil
+}
+
+// stopDebuggers closes the port and ends an attached gdbserver (after
+// grace, if it does not end by itself).
+func (s *supervision) stopDebuggers(grace time.Duration) {
+	if s.server != nil {
+		s.server.Shutdown(grace)
+		s.server = nil
+	}
+}
+
+// waitQEMU waits for QEMU's exit, passing the toolstack's signals on.
+func (s *supervision) waitQEMU() error {
+	var killTimer <-chan time.Time
+	stopping := false
+	for {
+		select {
+		case <-s.qemu.done:
+			return nil
+		case sig := <-s.sigs:
+			forward, ok := stopSignals[sig]
+			if !ok {
+				s.logf("%v ignored: QEMU runs on (stop it with SIGTERM or SIGHUP)", sig)
+				continue
+			}
+			if stopping { // a second signal: no more grace
+				s.logf("%v again: killing QEMU", sig)
+				killTimer = s.kill()
+				continue
+			}
+			stopping = true
+			s.logf("%v: stopping QEMU (pid %d) with %v, SIGKILL in %v", sig, s.qemu.pid(), forward, GracePeriod)
+			s.stopDebuggers(0)
+			s.releaseHold()
+			_ = s.qemu.process().Signal(forward)
+			killTimer = time.After(GracePeriod)
+		case <-killTimer:
+			killTimer = s.kill()
+			if killTimer == nil {
+				s.logf("QEMU did not stop within %v: SIGKILL sent", GracePeriod)
+			}
+		}
+	}
+}
+
+// kill sends QEMU SIGKILL, unless it is writing a core dump: SIGKILL
+// would cut the dump short. It then returns a timer to try again.
+func (s *supervision) kill() <-chan time.Time {
+	if coreDumping(s.qemu.pid()) {
+		if !s.toldDumping {
+			s.logf("QEMU (pid %d) is dumping core: SIGKILL waits until it is done", s.qemu.pid())
+			s.toldDumping = true
+		}
+		return time.After(200 * time.Millisecond)
+	}
+	s.releaseHold()
+	_ = s.qemu.process().Kill()
+	return nil
+}
+
+// coreDumping reads "CoreDumping: 1" from /proc/PID/status.
+func coreDumping(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	return err == nil && strings.Contains(string(b), "\nCoreDumping:\t1")
+}
+
+// stopDebuggersAfterExit gives gdbserver time to tell gdb how QEMU ended.
+func (s *supervision) stopDebuggersAfterExit() error {
+	s.stopDebuggers(5 * time.Second)
+	s.releaseHold()
+	return nil
+}
+
+func (s *supervision) reportExit() error {
+	s.cons.Drain()
+	s.status = s.qemu.exitStatus()
+	s.logf("QEMU (pid %d) %s; %d console bytes in %s", s.qemu.pid(), describeStatus(s.qemu.status), s.cons.Logged(), s.cons.LogPath)
+	return nil
+}
+
 // child is QEMU, started and waited for on one locked OS thread: the
 // kernel sends PR_SET_PDEATHSIG when the thread that forked the child
 // exits, and the Go runtime retires threads at will (golang/go#27505).
+// It is signalled only through cmd.Process, whose pidfd never reaches a
+// process that reused the pid.
 type child struct {
 	cmd    *exec.Cmd
+	hold   *gdbwrap.Hold
 	done   chan struct{}
 	status syscall.WaitStatus
 	err    error
 }
 
-func startChild(cmd *exec.Cmd, stopAtExec bool) (*child, error) {
+func (c *child) process() *os.Process { return c.cmd.Process }
+func (c *child) pid() int             { return c.cmd.Process.Pid }
+
+// startChild starts cmd; with hold, cmd has SysProcAttr.Ptrace set and is
+// held before its first instruction (see gdbwrap.Hold).
+func startChild(cmd *exec.Cmd, hold bool) (*child, error) {
 	c := &child{cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
 		// Never unlocked: when this goroutine ends, after the child is
 		// reaped, its thread goes with it.
 		runtime.LockOSThread()
+		defer close(c.done)
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return
 		}
-		if stopAtExec {
-			started <- stopBeforeFirstInstruction(cmd.Process.Pid)
-		} else {
-			started <- nil
+		if hold {
+			h, err := gdbwrap.HoldAtExec(cmd.Process, gdbwrap.HoldOptions{})
+			if err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				started <- err
+				return
+			}
+			c.hold = h
 		}
+		started <- nil
 		c.err = cmd.Wait()
 		if cmd.ProcessState != nil {
 			c.status = cmd.ProcessState.Sys().(syscall.WaitStatus)
 		}
-		close(c.done)
 	}()
 	return c, <-started
-}
-
-// stopBeforeFirstInstruction turns the exec-time ptrace stop of a child
-// started with PTRACE_TRACEME into a plain SIGSTOP stop without a tracer,
-// so that gdbserver can attach and find QEMU before its first instruction.
-// Must run on the thread that started the child: it is the tracer.
-func stopBeforeFirstInstruction(pid int) error {
-	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("wait for QEMU's exec: %w", err)
-		}
-		break
-	}
-	if !ws.Stopped() {
-		return fmt.Errorf("QEMU did not stop at exec (status %v)", ws)
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(pid), 0, uintptr(unix.SIGSTOP), 0, 0)
-	if errno != 0 {
-		return fmt.Errorf("leave QEMU stopped: %w", errno)
-	}
-	return nil
 }
 
 func (c *child) exitStatus() int {
@@ -121,192 +448,6 @@ func (c *child) exitStatus() int {
 		return 128 + int(c.status.Signal())
 	}
 	return ExitInternal
-}
-
-// Supervise runs QEMU as the launcher's child in the debug modes and
-// returns the launcher's exit status: QEMU's, or 128+signal.
-func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
-	// Handlers first: a signal between QEMU's start and here would
-	// otherwise kill the launcher and, through pdeathsig, QEMU unasked.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-
-	self, err := proc.Self()
-	if err != nil {
-		return 0, err
-	}
-	lease, err := p.takeLease(self)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = p.allocator().Release(lease.Domid, self) }()
-
-	wantGDB := p.hasMode(ModeGDB) || p.hasMode(ModeGDBWait)
-	var listener *net.TCPListener
-	var gdbAddr string
-	if wantGDB {
-		addr, err := gdbwrap.Address(p.Config.GDBListen, p.Domid)
-		if err != nil {
-			return 0, err
-		}
-		if listener, err = gdbwrap.Listen(addr); err != nil {
-			return 0, err
-		}
-		defer listener.Close()
-		gdbAddr = addr.String()
-	}
-
-	if err := os.MkdirAll(p.Config.LogDir, 0o755); err != nil {
-		return 0, fmt.Errorf("console log directory: %w", err)
-	}
-	cons, err := console.Open(ConsoleLogPath(p.Config.LogDir, p.Domid))
-	if err != nil {
-		return 0, fmt.Errorf("console: %w", err)
-	}
-	defer cons.Close()
-
-	qmp := QMPSocketPath(p.Config.StateDir, p.Domid)
-	if err := statedir.Ensure(p.Config.StateDir); err != nil {
-		return 0, err
-	}
-	_ = os.Remove(qmp) // a socket left by a launcher that was killed
-
-	cl, applied, err := argv.ApplyRules(p.Line, argv.SerialToDevice(cons.QEMUPath), argv.AddQMPSocket(qmp))
-	if err != nil {
-		return 0, err
-	}
-	p.Applied = append(p.Applied, applied...)
-	p.Argv = append([]string{p.QEMU}, cl.Render()...)
-
-	cmd := exec.Command(p.QEMU, p.Argv[1:]...)
-	cmd.Args[0] = p.Argv[0]
-	cmd.Env = p.Env
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, stderr
-	cmd.ExtraFiles = inheritedFiles(in.InheritedFDs)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: p.hasMode(ModeGDBWait)}
-	qemu, err := startChild(cmd, p.hasMode(ModeGDBWait))
-	if err != nil {
-		if cmd.Process != nil {
-			_ = cmd.Process.Kill()
-		}
-		return 0, &NotExecutableError{p.QEMU, "could not be started: " + err.Error()}
-	}
-	pid := cmd.Process.Pid
-
-	rec := registry.Record{
-		Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
-		Launcher: self, QEMUPID: pid, QEMU: p.QEMU, Argv: p.Argv,
-		GDB: gdbAddr, ConsolePTY: cons.UserPath, ConsoleLog: cons.LogPath, QMP: qmp,
-		Started: time.Now().UTC(),
-	}
-	if _, err := registry.Write(p.Config.StateDir, rec); err != nil {
-		fmt.Fprintf(stderr, "dmlaunch: %s: registry record not written: %v\n", p.Subject(), err)
-	}
-	defer func() { _ = registry.Remove(p.Config.StateDir, rec) }()
-
-	fmt.Fprintln(stderr, p.debugLogLine(pid, gdbAddr, cons, qmp))
-	if p.hasMode(ModeGDBWait) {
-		fmt.Fprintf(stderr, "dmlaunch: %s: QEMU (pid %d) is stopped before its first instruction, waiting for a debugger; "+
-			"the toolstack destroys the domain if QEMU has not started within %v\n", p.Subject(), pid, ToolstackStartTimeout)
-	}
-	if p.PTYSerial {
-		p.publishConsole(stderr, cons.UserPath)
-	}
-
-	var server *gdbwrap.Server
-	if wantGDB {
-		server = &gdbwrap.Server{
-			Listener: listener, GDBServer: p.Config.GDBServer, PID: pid, Allow: p.Config.GDBAllow, Stderr: stderr,
-			Logf: func(format string, a ...any) {
-				fmt.Fprintf(stderr, "dmlaunch: %s: %s\n", p.Subject(), fmt.Sprintf(format, a...))
-			},
-			// A debugger that leaves QEMU stopped (gdb-wait, or a
-			// disconnect mid-stop) must not leave the domain frozen.
-			AfterSession: func() { _ = syscall.Kill(pid, syscall.SIGCONT) },
-		}
-		if p.hasMode(ModeGDBWait) {
-			var once sync.Once
-			server.Attached = func(gdbserverPID int) {
-				once.Do(func() { releaseJobStop(pid, gdbserverPID) })
-			}
-		}
-		go server.Serve()
-	}
-
-	stopDebugger := func(grace time.Duration) {
-		if server != nil {
-			server.Shutdown(grace)
-			server = nil
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
-	var killTimer <-chan time.Time
-	for waiting := true; waiting; {
-		select {
-		case <-qemu.done:
-			waiting = false
-		case sig := <-sigs:
-			s := sig.(syscall.Signal)
-			if killTimer != nil { // a second signal: no more grace
-				fmt.Fprintf(stderr, "dmlaunch: %s: %v again: killing QEMU\n", p.Subject(), s)
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-				continue
-			}
-			fmt.Fprintf(stderr, "dmlaunch: %s: %v: stopping QEMU (pid %d), SIGKILL in %v\n", p.Subject(), s, pid, GracePeriod)
-			stopDebugger(0)
-			_ = syscall.Kill(pid, s)
-			killTimer = time.After(GracePeriod)
-		case <-killTimer:
-			fmt.Fprintf(stderr, "dmlaunch: %s: QEMU did not stop within %v: SIGKILL\n", p.Subject(), GracePeriod)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	// QEMU is gone; gdbserver still has to tell gdb how it ended.
-	stopDebugger(5 * time.Second)
-	cons.Drain()
-	status := qemu.exitStatus()
-	fmt.Fprintf(stderr, "dmlaunch: %s: QEMU (pid %d) %s; %d console bytes in %s\n", p.Subject(), pid, describeStatus(qemu.status), cons.Logged(), cons.LogPath)
-	return status, nil
-}
-
-// releaseJobStop ends the SIGSTOP that held QEMU before its first
-// instruction, once gdbserver holds it in a ptrace stop instead: SIGCONT
-// then discards the stop signals still pending, which gdb would otherwise
-// report again and again, and leaves QEMU where it was. gdb reports the
-// SIGCONT once ("handle SIGCONT nostop noprint" hides it).
-func releaseJobStop(qemuPID, gdbserverPID int) {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		tracer, state, err := traceState(qemuPID)
-		if err != nil {
-			return
-		}
-		if tracer == gdbserverPID && state == 't' {
-			_ = syscall.Kill(qemuPID, syscall.SIGCONT)
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// traceState reads TracerPid and the state letter from /proc/PID/status.
-func traceState(pid int) (tracer int, state byte, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "State:"); ok {
-			if v = strings.TrimSpace(v); v != "" {
-				state = v[0]
-			}
-		}
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
-			tracer, _ = strconv.Atoi(strings.TrimSpace(v))
-		}
-	}
-	return tracer, state, nil
 }
 
 func describeStatus(ws syscall.WaitStatus) string {

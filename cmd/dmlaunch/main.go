@@ -7,9 +7,15 @@ package main
 import (
 	"os"
 
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/launcher"
 )
 
 func main() {
+	// A launcher holding QEMU at its first instruction runs a copy of
+	// itself as the hold's guard (see gdbwrap.Hold).
+	if gdbwrap.IsHoldGuard(os.Args) {
+		os.Exit(gdbwrap.RunHoldGuard(os.Args))
+	}
 	os.Exit(launcher.Main(launcher.CurrentInputs(), os.Stdout, os.Stderr))
 }

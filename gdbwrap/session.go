@@ -1,0 +1,261 @@
+package gdbwrap
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// AttachArgs is gdbserver's command line for one debugger: attach to pid
+// and talk over stdin/stdout ("-"), then exit when the debugger leaves,
+// detaching so the process runs on untraced.
+func AttachArgs(gdbserver string, pid int) []string {
+	return []string{gdbserver, "--once", "--attach", "-", strconv.Itoa(pid)}
+}
+
+// maxPending bounds the connections being checked at once: past it, new
+// ones are closed at once, so a flood costs neither memory nor a stall.
+const maxPending = 16
+
+// Server serves the debug port: each client the access check lets in and
+// that speaks the remote protocol gets a gdbserver attached to the
+// process, one debugger at a time.
+type Server struct {
+	Listener  net.Listener
+	GDBServer string
+	// Process is the process to debug (QEMU).
+	Process *os.Process
+	Access  Access
+	// Hold, if set, is released to the first gdbserver that attaches.
+	Hold *Hold
+	// SniffTimeout is how long a client has to send its first packet;
+	// zero means SniffTimeout.
+	SniffTimeout time.Duration
+	// Logf receives one line per event worth a log entry.
+	Logf func(format string, args ...any)
+	// Stderr receives gdbserver's own messages (the toolstack's log).
+	Stderr *os.File
+
+	mu      sync.Mutex
+	active  *exec.Cmd
+	closed  bool
+	served  sync.WaitGroup
+	pending chan struct{}
+	// checking are the connections not yet handed to a gdbserver:
+	// Shutdown closes them.
+	checking map[net.Conn]bool
+}
+
+// Serve accepts clients until Shutdown.
+func (s *Server) Serve() {
+	s.pending = make(chan struct{}, maxPending)
+	s.mu.Lock()
+	s.checking = map[net.Conn]bool{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		conn, err := s.Listener.Accept()
+		if err != nil {
+			if s.isClosed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of fds (EMFILE) or similar: wait rather than spin,
+			// as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Logf("debug port: accept: %v; retrying in %v", err, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		select {
+		case s.pending <- struct{}{}:
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				conn.Close()
+				return
+			}
+			s.served.Add(1)
+			s.checking[conn] = true
+			s.mu.Unlock()
+			go func() {
+				defer func() {
+					s.mu.Lock()
+					delete(s.checking, conn)
+					s.mu.Unlock()
+					<-s.pending
+					s.served.Done()
+				}()
+				s.handle(conn)
+			}()
+		default:
+			s.Logf("debug port: dropped %s: %d connections are being checked already", conn.RemoteAddr(), maxPending)
+			conn.Close()
+		}
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) handle(conn net.Conn) {
+	peer, err := s.Access.Check(conn)
+	if err != nil {
+		s.Logf("debug port: %v", err)
+		s.refuse(conn, "dmlaunch refused this debugger: "+refusalText(err))
+		return
+	}
+	timeout := s.SniffTimeout
+	if timeout == 0 {
+		timeout = SniffTimeout
+	}
+	if err := Sniff(conn.(syscall.Conn), timeout); err != nil {
+		s.Logf("debug port: dropped %s: %v", peer, err)
+		conn.Close()
+		return
+	}
+	s.mu.Lock()
+	if s.closed || s.active != nil {
+		busy := s.active != nil
+		s.mu.Unlock()
+		if busy {
+			s.Logf("debug port: refused %s: a debugger is already attached", peer)
+			s.refuse(conn, "dmlaunch: a debugger is already attached to this domain; try again when it has detached")
+		} else {
+			conn.Close()
+		}
+		return
+	}
+	// gdbserver gets the connection as its stdin and stdout; the client's
+	// first packet is still unread in it.
+	f, err := conn.(interface{ File() (*os.File, error) }).File()
+	conn.Close()
+	if err != nil {
+		s.mu.Unlock()
+		s.Logf("debug port: %s: %v", peer, err)
+		return
+	}
+	cmd := exec.Command(s.GDBServer, AttachArgs(s.GDBServer, s.Process.Pid)[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, s.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.active = cmd
+	started := make(chan error, 1)
+	ended := make(chan struct{})
+	// Pdeathsig follows the thread that forked the child: start and wait
+	// on one locked thread, or gdbserver dies when the runtime retires it.
+	go func() {
+		defer close(ended)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		f.Close() // gdbserver holds it now
+		started <- err
+		if err == nil {
+			err = cmd.Wait()
+			s.Logf("debug port: debugger %s left (gdbserver: %s)", peer, exitText(err))
+		}
+		s.mu.Lock()
+		s.active = nil
+		s.mu.Unlock()
+	}()
+	err = <-started
+	s.mu.Unlock()
+	if err != nil {
+		s.Logf("debug port: cannot start %s: %v", s.GDBServer, err)
+		return
+	}
+	s.Logf("debug port: debugger %s attached: %v", peer, cmd.Args)
+	if s.Hold != nil && !s.Hold.Released() {
+		if err := s.Hold.ReleaseTo(cmd.Process.Pid, 30*time.Second); err != nil {
+			s.Logf("debug port: the held process stays held: %v", err)
+		}
+	}
+	<-ended
+}
+
+// refusalText is what a refused client is told: the reason, without the
+// address it already knows.
+func refusalText(err error) string {
+	var r *RefusedError
+	if errors.As(err, &r) {
+		return r.Reason
+	}
+	return err.Error()
+}
+
+// refuse answers the client's first packet with an error reply that gdb
+// prints, then closes the connection gracefully: what the client sent is
+// read first, since closing a socket with unread data sends a reset, and
+// the reset can overtake the reply.
+func (s *Server) refuse(conn net.Conn, text string) {
+	defer conn.Close()
+	_ = Sniff(conn.(syscall.Conn), time.Second)
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	drain := func() {
+		buf := make([]byte, 512)
+		for {
+			if err := conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
+				return
+			}
+			if _, err := conn.Read(buf); err != nil {
+				return
+			}
+		}
+	}
+	drain()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write(append([]byte("+"), ErrorPacket(text)...)); err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	// Until the client closes (gdb does on the end of the stream), at
+	// most two seconds.
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = io.Copy(io.Discard, conn)
+}
+
+// Shutdown stops accepting and gives an attached gdbserver up to grace to
+// end by itself (after QEMU exits, it still has to tell gdb), then kills
+// it (the kernel detaches it from QEMU) and waits for it to be reaped.
+func (s *Server) Shutdown(grace time.Duration) {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.checking {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.Listener.Close()
+	ended := make(chan struct{})
+	go func() { s.served.Wait(); close(ended) }()
+	select {
+	case <-ended:
+		return
+	case <-time.After(grace):
+	}
+	s.mu.Lock()
+	if s.active != nil && s.active.Process != nil {
+		// Through the handle (a pidfd): never a reaped gdbserver's pid.
+		_ = s.active.Process.Kill()
+	}
+	s.mu.Unlock()
+	<-ended
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit 0"
+	}
+	return err.Error()
+}

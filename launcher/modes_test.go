@@ -1,0 +1,71 @@
+package launcher
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCheckModes(t *testing.T) {
+	tests := []struct {
+		name    string
+		list    []string
+		want    []string
+		wantErr string
+	}{
+		{"empty", nil, nil, ""},
+		{"off", []string{"off"}, nil, ""},
+		{"duplicates dropped", []string{"gdb", "console", "gdb"}, []string{"gdb", "console"}, ""},
+		{"unknown", []string{"gdbb"}, nil, `has unknown mode "gdbb"; use gdb, gdb-wait, console or off`},
+		{"excluded pair", []string{"gdb-wait", "console", "gdb"}, nil, "asks for both gdb-wait and gdb; choose one"},
+		{"off mixed", []string{"off", "console"}, nil, "mixes off with debug modes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := checkModes(tt.list)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Equal(t, tt.wantErr, err.Error())
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestModeTableIsConsistent(t *testing.T) {
+	for _, m := range debugModes {
+		assert.NotEmpty(t, m.Help, "%s has help", m.Name)
+		for _, x := range m.Excludes {
+			other, ok := lookupMode(x)
+			require.True(t, ok, "%s excludes unknown mode %s", m.Name, x)
+			assert.Contains(t, other.Excludes, m.Name, "exclusion of %s and %s goes both ways", m.Name, x)
+		}
+		if m.HoldAtStart {
+			assert.True(t, m.DebugPort, "%s holds QEMU, so something must release it", m.Name)
+		}
+	}
+}
+
+func TestSupervisedStepsInOrder(t *testing.T) {
+	var names []string
+	for _, s := range supervisedSteps {
+		names = append(names, s.Name)
+	}
+	index := func(n string) int {
+		for i, x := range names {
+			if x == n {
+				return i
+			}
+		}
+		t.Fatalf("no step %q in %q", n, names)
+		return -1
+	}
+	assert.Zero(t, index("trap signals"), "signals are trapped before anything can start")
+	assert.Less(t, index("open debug port"), index("start QEMU"), "a busy port stops the launch before QEMU starts")
+	assert.Less(t, index("start QEMU"), index("write record"))
+	assert.Less(t, index("serve debuggers"), index("wait for QEMU"))
+	assert.Equal(t, len(names)-1, index("report exit"))
+}
