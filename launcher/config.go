@@ -12,6 +12,7 @@ import (
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
+	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,6 +47,7 @@ var Settings = []Setting{
 	{"DMLAUNCH_DOMID", "", "domid for a launch that carries none; default: allocate a lease"},
 	{"DMLAUNCH_STATE_DIR", DefaultStateDir, "leases, registry, sockets"},
 	{"DMLAUNCH_LOG_DIR", DefaultLogDir, "console logs"},
+	{"DMLAUNCH_CORE_LIMIT", "", "QEMU's core size limit: unlimited, 0 (no cores) or a size such as 512M; unset: unlimited in debug modes, inherited in pass-through"},
 	{"DMLAUNCH_DRY_RUN", "0", "1: print every decision and the final argv, exit 0, exec nothing"},
 	{"DMLAUNCH_CONFIG", DefaultConfigFile, "the settings file (environment only)"},
 }
@@ -63,6 +65,10 @@ type Config struct {
 	Domid        string
 	StateDir     string
 	LogDir       string
+	// CoreLimit is QEMU's RLIMIT_CORE; CoreLimitSet says the setting was
+	// given, which pass-through honours too.
+	CoreLimit    coredump.Limit
+	CoreLimitSet bool
 	DryRun       bool
 	// File is the settings file that was read, if any.
 	File string
@@ -239,6 +245,14 @@ func (c *Config) apply() error {
 	c.LogDir = get("DMLAUNCH_LOG_DIR")
 	if !filepath.IsAbs(c.LogDir) {
 		return bad("DMLAUNCH_LOG_DIR", "must be an absolute path")
+	}
+
+	c.CoreLimit = coredump.Limit(coredump.Unlimited)
+	if v := get("DMLAUNCH_CORE_LIMIT"); v != "" {
+		if c.CoreLimit, err = coredump.ParseLimit(v); err != nil {
+			return bad("DMLAUNCH_CORE_LIMIT", err.Error())
+		}
+		c.CoreLimitSet = true
 	}
 
 	switch strings.ToLower(get("DMLAUNCH_DRY_RUN")) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -29,6 +30,18 @@ func TestConfigDefaults(t *testing.T) {
 	assert.Equal(t, "gdbserver", cfg.GDBServer)
 	assert.Empty(t, cfg.Debug)
 	assert.False(t, cfg.DryRun)
+	assert.Equal(t, coredump.Limit(coredump.Unlimited), cfg.CoreLimit)
+	assert.False(t, cfg.CoreLimitSet, "pass-through leaves the inherited limit alone")
+}
+
+func TestCoreLimitSetting(t *testing.T) {
+	cfg, err := load(t, "", "DMLAUNCH_CORE_LIMIT=0")
+	require.NoError(t, err)
+	assert.Equal(t, coredump.Limit(0), cfg.CoreLimit)
+	assert.True(t, cfg.CoreLimitSet)
+	cfg, err = load(t, "", "DMLAUNCH_CORE_LIMIT=512M")
+	require.NoError(t, err)
+	assert.Equal(t, coredump.Limit(512<<20), cfg.CoreLimit)
 }
 
 func TestConfigFileAndEnvironment(t *testing.T) {
@@ -70,6 +83,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad domid", []string{"DMLAUNCH_DOMID=32752"}, "", "DMLAUNCH_DOMID"},
 		{"relative state", []string{"DMLAUNCH_STATE_DIR=run"}, "", "DMLAUNCH_STATE_DIR"},
 		{"bad dry run", []string{"DMLAUNCH_DRY_RUN=maybe"}, "", "must be 1 or 0"},
+		{"bad core limit", []string{"DMLAUNCH_CORE_LIMIT=big"}, "", "DMLAUNCH_CORE_LIMIT=\"big\" (environment) is not a size"},
 		{"bad glob", []string{"DMLAUNCH_DEBUG_DOMAINS=[a"}, "", "malformed pattern"},
 		{"file: not key=value", nil, "garbage\n", "line 1"},
 		{"file: unknown key", nil, "DMLAUNCH_X=1\n", "DMLAUNCH_X"},

@@ -389,6 +389,13 @@ func (p *Plan) Launch(stderr io.Writer) error {
 		rec = &r
 	}
 	io.WriteString(stderr, p.LogLine()+"\n")
+	if p.Config.CoreLimitSet {
+		// The exec'd QEMU keeps this process's limits; a limit that
+		// cannot be raised as far as asked is said, never fatal.
+		if _, err := p.Config.CoreLimit.Apply(); err != nil {
+			fmt.Fprintf(stderr, "dmlaunch: %s: %v\n", p.Subject(), err)
+		}
+	}
 	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
 	// Still here: the exec failed and nothing runs under this domid.
 	return p.undo(lease, rec, &NotExecutableError{p.QEMU, "could not be executed: " + err.Error()})

@@ -45,10 +45,16 @@ type FakeReport struct {
 	Env   map[string]string `json:"env"`
 	FDs   map[int]string    `json:"fds"`
 	Exits int               `json:"exits"`
+	// CoreLimit is the soft RLIMIT_CORE the fake QEMU was given.
+	CoreLimit uint64 `json:"core_limit"`
 }
 
 func fakeQEMU(report string) {
 	r := FakeReport{PID: os.Getpid(), Argv: os.Args, Env: map[string]string{}, FDs: map[int]string{}}
+	var core unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_CORE, &core) == nil {
+		r.CoreLimit = core.Cur
+	}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		r.Env[k] = v

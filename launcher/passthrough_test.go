@@ -132,6 +132,20 @@ func TestPassThroughExecsInPlace(t *testing.T) {
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 }
 
+func TestPassThroughCoreLimitOnlyWhenAsked(t *testing.T) {
+	var own unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_CORE, &own))
+	args := []string{"-xen-domid", "5", "-machine", "xenfv"}
+	r := launch(t, run{args: args})
+	require.True(t, r.started)
+	assert.Equal(t, own.Cur, r.fake.CoreLimit, "unset: QEMU inherits the toolstack's limit")
+	want := min(own.Max, 8<<20)
+	r = launch(t, run{args: args, env: []string{"DMLAUNCH_CORE_LIMIT=" + strconv.FormatUint(want, 10)}})
+	require.True(t, r.started)
+	assert.Equal(t, want, r.fake.CoreLimit, "set: pass-through applies it before the exec")
+	assert.Equal(t, r.pid, r.fake.PID)
+}
+
 func TestXenDomainIDFromEnvironmentIsKept(t *testing.T) {
 	r := launch(t, run{args: []string{"-xen-domid", "8", "-machine", "xenfv"}, env: []string{"XEN_DOMAIN_ID=8"}})
 	require.True(t, r.started)

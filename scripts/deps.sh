@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install what the tests and the demo need on a Debian machine: the real
-# QEMU builds, gdbserver and gdb, and groff to render the man pages.
+# QEMU builds, gdbserver and gdb (which also reads cores), strace and
+# valgrind for the strace and memcheck modes, and groff to render the man
+# pages.
 # Installs only what is missing; exits 0 when everything is there.
 set -eu
 
@@ -10,6 +12,8 @@ have /usr/libexec/qemu-system-i386 || need="$need qemu-system-x86"
 have /usr/libexec/xen-qemu-system-i386 || need="$need qemu-system-xen"
 have gdbserver || need="$need gdbserver"
 have gdb || need="$need gdb"
+have strace || need="$need strace"
+have valgrind || need="$need valgrind"
 have groff || need="$need groff-base"
 have dpkg-divert || need="$need dpkg"
 
