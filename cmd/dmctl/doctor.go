@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dmlaunch/dmlaunch/internal/coredump"
+	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/internal/statedir"
 	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
@@ -24,7 +26,9 @@ func init() {
 		long: `Checks that dmlaunch sits at the device-model path the local toolstack
 execs, that the real QEMU is found and is not dmlaunch itself, that gdbserver
 and gdb are installed, that ptrace is allowed, that the state and log
-directories are usable with safe modes, and that the settings are valid.
+directories are usable with safe modes, that the settings are valid, and
+that a crashed QEMU leaves a core (kernel.core_pattern, and fs.suid_dumpable
+when a running QEMU drops privileges with -runas).
 Exit status 1 when any check fails.
 
 --root checks an installation under DIR (as scripts/install.sh DESTDIR=DIR made it).`,
@@ -213,5 +217,96 @@ func doctor(root string) []Check {
 	} else {
 		add("log directory", true, logDir, "")
 	}
+
+	for _, c := range coreChecks(at, stateDir, cfg) {
+		add(c.Name, c.OK, c.Detail, c.Fix)
+	}
 	return out
+}
+
+// coreChecks say whether a crashed QEMU leaves a core: where the kernel
+// writes it, and whether it may at all when QEMU drops privileges. They
+// advise; dmlaunch never changes these system-wide settings itself.
+func coreChecks(at func(string) string, stateDir string, cfg launcher.Config) []Check {
+	var out []Check
+	add := func(name string, ok bool, detail, fix string) {
+		out = append(out, Check{Name: name, OK: ok, Detail: detail, Fix: fix})
+	}
+	const absFix = "sysctl kernel.core_pattern=/var/crash/core.%e.%p.%t (an absolute directory that exists), or install systemd-coredump"
+	limit := "unlimited in debug modes (DMLAUNCH_CORE_LIMIT unset)"
+	if cfg.CoreLimitSet {
+		limit = "DMLAUNCH_CORE_LIMIT=" + cfg.CoreLimit.String()
+		if cfg.CoreLimit == 0 {
+			limit += ": cores off"
+		}
+	}
+	pat, err := coredump.ReadPattern(at("/proc/sys"))
+	if err != nil {
+		add("core pattern", true, "kernel.core_pattern not readable here, not checked: "+err.Error(), "")
+		return out
+	}
+	switch pat.Kind() {
+	case coredump.ToNowhere:
+		add("core pattern", false, "kernel.core_pattern is empty: a crashed QEMU leaves no core", absFix)
+	case coredump.ToHandler, coredump.ToSocket:
+		h := pat.Handler()
+		switch {
+		case pat.Kind() == coredump.ToHandler && unix.Access(at(h), unix.X_OK) != nil:
+			add("core pattern", false, "kernel.core_pattern pipes cores to "+h+", which is not there: cores are lost", "reinstall "+h+"'s package, or "+absFix)
+		case filepath.Base(h) == "systemd-coredump":
+			add("core pattern", true, "cores go to systemd-coredump, which dmlaunch asks by pid (coredumpctl); "+limit, "")
+		default:
+			add("core pattern", true, "cores go to "+h+", which keeps them; dmlaunch records that; "+limit, "")
+		}
+	default:
+		dir := filepath.Dir(pat.Raw)
+		switch {
+		case !filepath.IsAbs(pat.Raw):
+			add("core pattern", true, fmt.Sprintf("kernel.core_pattern=%q: cores are written in QEMU's working directory (the toolstack's) and dmlaunch moves each beside the console log; %s", pat.Raw, limit), "")
+		case strings.Contains(dir, "%"):
+			add("core pattern", true, fmt.Sprintf("kernel.core_pattern=%q; %s", pat.Raw, limit), "")
+		case unix.Access(at(dir), unix.W_OK) != nil:
+			add("core pattern", false, fmt.Sprintf("kernel.core_pattern=%q, but %s is not a writable directory: cores are lost", pat.Raw, dir), "mkdir -p "+dir+", or "+absFix)
+		default:
+			add("core pattern", true, fmt.Sprintf("kernel.core_pattern=%q: cores are written in %s and renamed by domain; %s", pat.Raw, dir, limit), "")
+		}
+	}
+
+	// QEMU's -runas (libxl's dm_restrict) drops privileges without
+	// PR_SET_DUMPABLE: the kernel then dumps only with suid_dumpable 2,
+	// and then only to an absolute path or a pipe.
+	suid := "0"
+	if b, err := os.ReadFile(at("/proc/sys/fs/suid_dumpable")); err == nil {
+		suid = strings.TrimSpace(string(b))
+	}
+	runas := runAsInUse(stateDir)
+	switch {
+	case runas != "" && suid == "0":
+		add("suid dumpable", false, "fs.suid_dumpable=0 and "+runas+" runs QEMU with -runas: its crashes leave no core",
+			"sysctl fs.suid_dumpable=2, with an absolute kernel.core_pattern or a pipe handler")
+	case runas != "" && suid == "2" && pat.Kind() == coredump.ToFile && !filepath.IsAbs(pat.Raw):
+		add("suid dumpable", false, "fs.suid_dumpable=2 ignores the relative kernel.core_pattern for "+runas+", which runs QEMU with -runas", absFix)
+	case runas != "":
+		add("suid dumpable", true, "fs.suid_dumpable="+suid+": QEMU under -runas ("+runas+") can dump core", "")
+	default:
+		add("suid dumpable", true, "fs.suid_dumpable="+suid+"; no running launch uses -runas (with dm_restrict=1, cores need fs.suid_dumpable=2)", "")
+	}
+	return out
+}
+
+// runAsInUse names a running launch whose QEMU drops privileges, if any.
+func runAsInUse(stateDir string) string {
+	entries, _ := inventory.List(stateDir)
+	for _, en := range entries {
+		if en.Stale {
+			continue
+		}
+		for i, a := range en.Argv {
+			a = "-" + strings.TrimLeft(a, "-")
+			if a == "-runas" || a == "-run-with" && i+1 < len(en.Argv) && strings.Contains(en.Argv[i+1], "user=") {
+				return fmt.Sprintf("domain %d", en.Domid)
+			}
+		}
+	}
+	return ""
 }

@@ -17,7 +17,7 @@ import (
 func init() {
 	register(&command{
 		name:  "gdb",
-		args:  "DOMID [--print] [--host HOST]",
+		args:  "DOMID [--print] [--host HOST] [--core]",
 		short: "debug a domain's QEMU with gdb, through its debug port",
 		long: `Runs the local gdb already attached: QEMU's binary loaded for symbols,
 "set sysroot /", "target remote" on the domain's debug port. Leave with
@@ -27,12 +27,18 @@ func init() {
 that reaches a port listening on loopback only. There gdb reads QEMU's binary
 and libraries from the target (set sysroot target:, the default), which is slow
 the first time; install the same QEMU build and its -dbgsym package locally
-for speed and symbols.`,
-		example: "  dmctl gdb 5\n  dmctl gdb 5 --print --host xenhost1",
+for speed and symbols.
+
+--core opens the domain's newest core instead (the domain need not run): gdb
+with the real QEMU binary that dumped it, warning when that binary has been
+replaced since.`,
+		example: "  dmctl gdb 5\n  dmctl gdb 5 --print --host xenhost1\n  dmctl gdb 5 --core",
 		flags: func(fs *pflag.FlagSet) {
 			fs.Bool("print", false, "print the commands instead of running gdb")
 			fs.String("host", "", "this machine's name in the printed ssh line (default: the host name)")
 			fs.String("gdb", "gdb", "the gdb `BINARY`")
+			fs.Bool("core", false, "open the domain's newest core (see dmctl crashes) instead, with the QEMU that dumped it")
+			fs.String("log-dir", "", "with --core: where the crash records are (`DIR`; default: DMLAUNCH_LOG_DIR)")
 		},
 		run: runGDB,
 	})
@@ -57,6 +63,9 @@ func gdbArgs(rec inventory.Entry, local bool) []string {
 }
 
 func runGDB(e *env, fs *pflag.FlagSet, args []string) error {
+	if core, _ := fs.GetBool("core"); core {
+		return runCoreGDB(e, fs, args)
+	}
 	if len(args) != 1 {
 		return usagef("needs one DOMID")
 	}
