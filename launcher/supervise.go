@@ -194,7 +194,9 @@ func (s *supervision) openConsole() error {
 	if err := os.MkdirAll(s.p.Config.LogDir, 0o755); err != nil {
 		return fmt.Errorf("console log directory: %w", err)
 	}
-	cons, err := console.Open(ConsoleLogPath(s.p.Config.LogDir, s.p.Domid))
+	cons, err := console.Open(ConsoleLogPath(s.p.Config.LogDir, s.p.Domid), console.Launch{
+		Domid: s.p.Domid, Name: s.p.Name, LauncherPID: s.self.PID, Logf: s.logf,
+	})
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -387,7 +389,7 @@ func (s *supervision) stopDebuggersAfterExit() error {
 func (s *supervision) reportExit() error {
 	s.cons.Drain()
 	s.status = s.qemu.exitStatus()
-	s.logf("QEMU (pid %d) %s; %d console bytes in %s", s.qemu.pid(), describeStatus(s.qemu.status), s.cons.Logged(), s.cons.LogPath)
+	s.logf("QEMU (pid %d) %s; %s", s.qemu.pid(), describeStatus(s.qemu.status), s.cons.Summary())
 	return nil
 }
 

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Install what the tests and the demo need on a Debian machine: the real
 # QEMU builds, gdbserver and gdb (which also reads cores), strace and
-# valgrind for the strace and memcheck modes, and groff to render the man
-# pages.
+# valgrind for the strace and memcheck modes, groff to render the man
+# pages, and logrotate to rotate console logs under a running guest.
 # Installs only what is missing; exits 0 when everything is there.
 set -eu
 
@@ -16,6 +16,7 @@ have strace || need="$need strace"
 have valgrind || need="$need valgrind"
 have groff || need="$need groff-base"
 have dpkg-divert || need="$need dpkg"
+have logrotate || have /usr/sbin/logrotate || need="$need logrotate"
 
 if [ -z "$need" ]; then
 	echo "deps.sh: everything is installed"

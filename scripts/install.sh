@@ -1,8 +1,9 @@
 #!/bin/sh
 # Install dmlaunch at the device-model path the Xen toolstack execs, moving
 # the real QEMU aside to <path>.distrib (a dpkg diversion when dpkg owns
-# it), and dmctl, the man pages and a commented settings file. Idempotent;
-# honours DESTDIR. Undo with scripts/uninstall.sh.
+# it), and dmctl, the man pages, a commented settings file and the
+# logrotate snippet for the console logs. Idempotent; honours DESTDIR.
+# Undo with scripts/uninstall.sh.
 set -eu
 
 usage() {
@@ -149,6 +150,13 @@ if [ ! -e "$conf" ]; then
 	install -m 0644 "$here/scripts/dmlaunch.conf" "$conf"
 	say "installed the settings file /etc/dmlaunch/dmlaunch.conf (everything off)"
 fi
+
+# Console logs grow for as long as a guest writes; dmlaunch reopens a
+# rotated log by itself, so the snippet needs no signal.
+mkdirp "$root/etc/logrotate.d"
+install -m 0644 "$here/scripts/dmlaunch.logrotate" "$root/etc/logrotate.d/dmlaunch.new"
+mv -f "$root/etc/logrotate.d/dmlaunch.new" "$root/etc/logrotate.d/dmlaunch"
+say "installed the logrotate snippet /etc/logrotate.d/dmlaunch (console logs)"
 
 printf '%s' "$created" | while IFS= read -r d; do
 	[ -n "$d" ] && echo "dir=${d#"$root"}"

@@ -105,6 +105,17 @@ func TestInstallUninstall(t *testing.T) {
 			assert.Equal(t, original, moved, "the real QEMU is at <path>.distrib")
 			assert.FileExists(t, filepath.Join(root, "usr/sbin/dmctl"))
 			assert.FileExists(t, filepath.Join(root, "etc/dmlaunch/dmlaunch.conf"))
+			snippet, err := os.ReadFile(filepath.Join(root, "etc/logrotate.d/dmlaunch"))
+			require.NoError(t, err)
+			assert.Contains(t, string(snippet), "/var/log/xen/dmlaunch-console-*.log {", "the logrotate snippet is installed")
+			if lr, err := exec.LookPath(realtest.Logrotate); err == nil {
+				// logrotate reads it without complaint (-d: a dry run).
+				out, err := exec.Command(lr, "-d", "-s", filepath.Join(t.TempDir(), "status"), filepath.Join(root, "etc/logrotate.d/dmlaunch")).CombinedOutput()
+				require.NoError(t, err, "%s", out)
+				assert.NotContains(t, string(out), "error")
+			} else if os.Getenv("CI") == "true" {
+				t.Fatal("logrotate is not installed (run scripts/deps.sh)")
+			}
 
 			// The installed dmlaunch finds the real QEMU beside itself.
 			cmd := exec.Command(filepath.Join(root, debianDM), "-xen-domid", "3", "-machine", "xenfv")

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Undo scripts/install.sh: the real QEMU goes back to its path byte for
-# byte (a rename, or removing the dpkg diversion), and dmctl, the man pages
-# and an unchanged settings file go. Idempotent; honours DESTDIR.
+# byte (a rename, or removing the dpkg diversion), and dmctl, the man pages,
+# and an unchanged settings file and logrotate snippet go. Idempotent;
+# honours DESTDIR.
 set -eu
 
 case "${1:-}" in
@@ -60,6 +61,14 @@ if [ -f "$conf" ]; then
 		rm -f "$conf"
 	else
 		say "kept $conf: it was changed"
+	fi
+fi
+rotate="$root/etc/logrotate.d/dmlaunch"
+if [ -f "$rotate" ]; then
+	if cmp -s "$rotate" "$here/scripts/dmlaunch.logrotate"; then
+		rm -f "$rotate"
+	else
+		say "kept $rotate: it was changed"
 	fi
 fi
 dirs=$(sed -n 's/^dir=//p' "$record")

@@ -31,6 +31,9 @@ type Options struct {
 	// Repeat writes the message this many times (at least once), to push
 	// a lot of bytes through the console.
 	Repeat uint16
+	// Forever writes the message again and again, without end (Repeat
+	// and Exit are then moot).
+	Forever bool
 	// Exit ends QEMU through isa-debug-exit with this status; without it
 	// the guest halts and runs forever.
 	Exit       bool
@@ -46,7 +49,7 @@ type Options struct {
 //	       mov dx,0x3FD
 //	wait:  in al,dx; test al,0x20; jz wait
 //	       mov al,ah; mov dx,0x3F8; out dx,al; jmp inner
-//	next:  loop outer
+//	next:  loop outer            (Forever: jmp outer)
 //	[mov dx,0xF4; mov al,STATUS; out dx,al]
 //	halt:  hlt; jmp halt
 //	msg:   db MESSAGE, 0
@@ -72,7 +75,11 @@ func BootSector(o Options) ([]byte, error) {
 	code = append(code, 0xBA, (com1+5)&0xFF, (com1+5)>>8, 0xEC, 0xA8, 0x20, 0x74, 0xFB) // mov dx,LSR; wait: in al,dx; test al,0x20; jz wait
 	code = append(code, 0x88, 0xE0, 0xBA, com1&0xFF, com1>>8, 0xEE)                     // mov al,ah; mov dx,THR; out dx,al
 	code = append(code, 0xEB, byte(inner-(len(code)+2)))                                // jmp inner
-	code = append(code, 0xE2, byte(outer-(len(code)+2)))                                // loop outer
+	if o.Forever {
+		code = append(code, 0xEB, byte(outer-(len(code)+2))) // jmp outer
+	} else {
+		code = append(code, 0xE2, byte(outer-(len(code)+2))) // loop outer
+	}
 	if o.Exit {
 		code = append(code, 0xBA, DebugExitPort, 0x00, 0xB0, o.ExitStatus, 0xEE)
 	}

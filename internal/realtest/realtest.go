@@ -4,16 +4,21 @@ package realtest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Debian's builds, which the project's scripts install.
 const (
 	QEMUTCG = "/usr/libexec/qemu-system-i386"
 	QEMUXen = "/usr/libexec/xen-qemu-system-i386"
+	// Logrotate by its path: /usr/sbin is not on every user's PATH.
+	Logrotate = "/usr/sbin/logrotate"
 )
 
 // Need returns the path of each program (an absolute path or a name on
@@ -52,4 +57,21 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Tmpfs mounts a tmpfs of the given size on a fresh directory for the
+// test, to fill a disk for real; it needs root (CAP_SYS_ADMIN), failing
+// the test under CI=true without it and skipping it elsewhere.
+func Tmpfs(t testing.TB, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0755", size)); err != nil {
+		msg := "mount a tmpfs (needs root): " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
 }
