@@ -165,6 +165,18 @@ func TestClassify(t *testing.T) {
 		{"-machine pc -display none", KindUnknown},
 		{"-xen-domid 3 -machine virt", KindUnknown},
 		{"-xen-domid 3 -machine microvm -accel xen", KindHVM},
+		{"-version", KindQuery},
+		{"--help", KindQuery},
+		{"-h", KindQuery},
+		{"-xen-domid 3 -machine xenfv -version", KindQuery},
+		{"-machine help", KindQuery},
+		{"-M ?", KindQuery},
+		{"-device e1000,help", KindQuery},
+		{"-device help", KindQuery},
+		{"-cpu help", KindQuery},
+		{"-xen-domid 3 -machine xenfv -name help", KindHVM},
+		{"-xen-domid 3 -machine xenfv -device virtio-blk,drive=helper", KindHVM},
+		{"-xen-domid 3 -machine xenfv -device e1000,,help", KindHVM},
 	}
 	for _, tt := range more {
 		t.Run(tt.args, func(t *testing.T) {

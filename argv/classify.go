@@ -1,6 +1,9 @@
 package argv
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Kind is what a device-model invocation is for. The toolstack starts QEMU
 // for several purposes and only some of them are a guest's device model.
@@ -20,23 +23,27 @@ const (
 	// KindProbe is libxl's capability probe (Xen 4.20+): -machine none,
 	// no -xen-domid.
 	KindProbe Kind = "probe"
+	// KindQuery asks QEMU a question and exits: -version, -help, or a
+	// "help" value such as -machine help or -device e1000,help. Nothing
+	// runs for a domain.
+	KindQuery Kind = "query"
 	// KindUnknown is anything else, including launches by other
 	// integrations that carry no domid.
 	KindUnknown Kind = "unknown"
 )
 
 // Kinds lists every kind, for help texts and validation.
-var Kinds = []Kind{KindHVM, KindPV, KindQdisk, KindStubdomDM, KindProbe, KindUnknown}
+var Kinds = []Kind{KindHVM, KindPV, KindQdisk, KindStubdomDM, KindProbe, KindQuery, KindUnknown}
 
-// Debuggable reports whether a kind may be run under a debugger. Probes
-// and backends serve the toolstack itself and always pass through.
+// Debuggable reports whether a kind may be run under a debugger. Probes,
+// queries and backends serve the toolstack itself and always pass through.
 func (k Kind) Debuggable() bool {
-	return k != KindProbe && k != KindQdisk
+	return k != KindProbe && k != KindQdisk && k != KindQuery
 }
 
 // TakesLease reports whether a launch of this kind holds a domid lease.
 func (k Kind) TakesLease() bool {
-	return k != KindProbe && k != KindQdisk
+	return k != KindProbe && k != KindQdisk && k != KindQuery
 }
 
 // Machine returns the machine type and accelerator the command line asks
@@ -71,6 +78,9 @@ func (cl CommandLine) GuestName() string {
 
 // Classify tells which kind of invocation the command line is.
 func (cl CommandLine) Classify() Kind {
+	if cl.IsQuery() {
+		return KindQuery
+	}
 	machine, accel := cl.Machine()
 	hasDomid := cl.Has("xen-domid") || cl.LeadingDomid != ""
 	if !hasDomid {
@@ -106,4 +116,36 @@ func (cl CommandLine) onlyNull(name string) bool {
 		}
 	}
 	return true
+}
+
+// helpValued are the options whose value can be "help" (or "?"), which
+// makes QEMU list the choices and exit. Sub-options count too:
+// "-device e1000,help".
+var helpValued = []string{
+	"accel", "audiodev", "chardev", "cpu", "d", "device", "display", "machine",
+	"netdev", "nic", "object", "trace", "vga",
+}
+
+// IsQuery reports whether QEMU will answer a question and exit without
+// running anything: -version, -help, -h, or a "help" value.
+func (cl CommandLine) IsQuery() bool {
+	for _, w := range cl.Words {
+		if !w.IsOption() {
+			continue
+		}
+		name := w.Canonical()
+		switch {
+		case name == "version" || name == "help" || name == "h":
+			return true
+		case !w.HasValue || !strings.Contains(w.Value, "help") && !strings.Contains(w.Value, "?"):
+		case !slices.Contains(helpValued, name):
+		default:
+			for _, part := range splitEscaped(w.Value) {
+				if part == "help" || part == "?" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
