@@ -27,6 +27,8 @@ test: deps build lint
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz
 
+# The quick loop: -short skips every test that drives a real QEMU,
+# gdbserver, gdb or dpkg (realtest.Need), and the slow stress tests.
 unit:
 	$(GO) test -count=1 -short ./...
 

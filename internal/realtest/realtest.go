@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 
@@ -23,9 +24,13 @@ const (
 
 // Need returns the path of each program (an absolute path or a name on
 // PATH), failing the test under CI=true and skipping it elsewhere when one
-// is missing.
+// is missing. Under -short (make unit) it skips the test: tests that drive
+// real programs are the slow ones.
 func Need(t testing.TB, programs ...string) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("drives " + strings.Join(programs, ", ") + ": skipped under -short; run without it (make test) for the real components")
+	}
 	out := make([]string, 0, len(programs))
 	for _, p := range programs {
 		path, err := exec.LookPath(p)
