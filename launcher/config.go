@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
-	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"golang.org/x/sys/unix"
 )
@@ -72,6 +72,9 @@ type Config struct {
 	DryRun       bool
 	// File is the settings file that was read, if any.
 	File string
+	// Problems are the settings that could not be used, each left at its
+	// default; LoadConfig's error joins them.
+	Problems []*SettingError
 	// given holds the values that were set, later ones winning.
 	given []givenSetting
 }
@@ -90,6 +93,21 @@ func (c *Config) lookup(name string) (givenSetting, bool) {
 	return givenSetting{}, false
 }
 
+// StateDirProblem is the settings problem that leaves the state directory
+// unknown, if any: DMLAUNCH_STATE_DIR itself is bad, or the settings file
+// that may name it could not be read. StateDir is then only the default,
+// which nothing may write to in the operator's stead.
+func (c *Config) StateDirProblem() *SettingError {
+	for _, p := range c.Problems {
+		switch {
+		case p.Name == "DMLAUNCH_STATE_DIR",
+			p.Name == "DMLAUNCH_CONFIG" && c.Origin("DMLAUNCH_STATE_DIR") != "environment":
+			return p
+		}
+	}
+	return nil
+}
+
 // Origin tells where a setting's value came from: "environment", "<file>
 // line <n>", or "" for the default.
 func (c *Config) Origin(name string) string {
@@ -97,7 +115,8 @@ func (c *Config) Origin(name string) string {
 	return g.origin
 }
 
-// SettingError is a bad setting: an unknown name or a malformed value.
+// SettingError is a bad setting: an unknown name, a malformed value, or a
+// settings file that cannot be used.
 type SettingError struct {
 	Name, Value, Origin, Reason string
 }
@@ -109,6 +128,66 @@ func (e *SettingError) Error() string {
 	return fmt.Sprintf("%s=%q (%s) %s", e.Name, e.Value, e.Origin, e.Reason)
 }
 
+// SettingsError is every settings problem that stops one launch.
+type SettingsError struct{ Problems []*SettingError }
+
+func (e *SettingsError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Error()
+	}
+	return strings.Join(parts, "; and ")
+}
+
+// Unwrap gives errors.As each problem.
+func (e *SettingsError) Unwrap() []error {
+	out := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		out[i] = p
+	}
+	return out
+}
+
+// settingsError is nil for no problems, so that it can be returned as an
+// error without becoming a non-nil interface.
+func settingsError(problems []*SettingError) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return &SettingsError{problems}
+}
+
+// A scope says which launches a setting steers: a problem with a setting
+// stops only those (see Plan.settingsProblems).
+type scope int
+
+const (
+	// scopeGuest: every launch of a guest's device model. Unknown names
+	// and unreadable files are here too: what they meant is unknown.
+	scopeGuest scope = iota
+	// scopeDebugConfigured: guest launches while DMLAUNCH_DEBUG asks for a
+	// debug mode (whether the domain is selected depends on the setting).
+	scopeDebugConfigured
+	// scopeDebugged: launches that run in a debug mode.
+	scopeDebugged
+	// scopeGDB: launches whose mode serves a debug port.
+	scopeGDB
+)
+
+func settingScope(name string) scope {
+	switch {
+	case !knownSetting(name):
+		return scopeGuest
+	case name == "DMLAUNCH_DEBUG_DOMAINS":
+		return scopeDebugConfigured
+	case name == "DMLAUNCH_LOG_DIR":
+		return scopeDebugged
+	case strings.HasPrefix(name, "DMLAUNCH_GDB"):
+		return scopeGDB
+	}
+	return scopeGuest
+}
+
 func knownSetting(name string) bool {
 	for _, s := range Settings {
 		if s.Name == name {
@@ -118,22 +197,34 @@ func knownSetting(name string) bool {
 	return false
 }
 
+// MaxConfigSize is the largest settings file read. A commented file with
+// every setting is a few KiB; anything much larger is not a settings file.
+const MaxConfigSize = 64 << 10
+
 // LoadConfig reads the settings file and the environment (which wins)
-// and checks every value.
+// and checks every value. A bad setting keeps its default and is listed
+// in Problems; the error joins them all (a *SettingsError). Each launch
+// decides which problems concern it: the probe, queries and backends pass
+// through whatever the settings say.
 func LoadConfig(getenv func(string) (string, bool), environ []string) (Config, error) {
 	file, explicit := getenv("DMLAUNCH_CONFIG")
+	origin := "environment"
 	if !explicit {
-		file = DefaultConfigFile
+		file, origin = DefaultConfigFile, "default"
 	}
 	var cfg Config
 	if file != "" {
 		err := cfg.readFile(file)
+		var se *SettingError
 		switch {
 		case err == nil:
 			cfg.File = file
 		case !explicit && errors.Is(err, unix.ENOENT):
+		case errors.As(err, &se):
+			se.Origin = origin
+			cfg.Problems = append(cfg.Problems, se)
 		default:
-			return cfg, err
+			cfg.Problems = append(cfg.Problems, configFileProblem(file, origin, err))
 		}
 	}
 	for _, kv := range environ {
@@ -142,18 +233,49 @@ func LoadConfig(getenv func(string) (string, bool), environ []string) (Config, e
 		}
 		k, v, _ := strings.Cut(kv, "=")
 		if !knownSetting(k) {
-			return cfg, &SettingError{Name: k, Origin: "environment", Reason: "is not a dmlaunch setting; unset it", Value: v}
+			cfg.Problems = append(cfg.Problems, &SettingError{Name: k, Origin: "environment", Reason: "is not a dmlaunch setting; unset it", Value: v})
+			continue
 		}
 		if k == "DMLAUNCH_CONFIG" {
 			continue
 		}
 		cfg.given = append(cfg.given, givenSetting{k, v, "environment"})
 	}
-	return cfg, cfg.apply()
+	cfg.apply()
+	return cfg, settingsError(cfg.Problems)
 }
 
+// configFileProblem says what is wrong with a settings file that could
+// not be read, and what to do.
+func configFileProblem(file, origin string, err error) *SettingError {
+	reason := "cannot be read (" + errnoText(err) + ")"
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		reason += "; create it, or unset DMLAUNCH_CONFIG"
+	case errors.Is(err, unix.EACCES):
+		reason += fmt.Sprintf("; dmlaunch runs as uid %d: make the file readable to it", unix.Geteuid())
+	default:
+		reason += "; fix the file, or point DMLAUNCH_CONFIG at another one"
+	}
+	return &SettingError{Name: "DMLAUNCH_CONFIG", Value: file, Origin: origin, Reason: reason}
+}
+
+// errnoText is the system's words for the errno inside err, without the
+// path and operation that os errors add.
+func errnoText(err error) string {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+// readFile reads the settings file: a regular file only (a FIFO would
+// block forever, a device like /dev/zero never ends), at most
+// MaxConfigSize bytes, owned by root or by dmlaunch's own user and not
+// writable by others (it names the binary that runs as root).
 func (c *Config) readFile(file string) error {
-	data, err := atomicfile.ReadSmall(file)
+	data, err := readConfigFile(file)
 	if err != nil {
 		return err
 	}
@@ -168,14 +290,66 @@ func (c *Config) readFile(file string) error {
 		k, v, ok := strings.Cut(line, "=")
 		k = strings.TrimSpace(k)
 		if !ok {
-			return &SettingError{Name: line, Origin: where, Reason: "is not a KEY=VALUE line"}
+			c.Problems = append(c.Problems, &SettingError{Name: line, Origin: where, Reason: "is not a KEY=VALUE line"})
+			continue
 		}
 		if !knownSetting(k) || k == "DMLAUNCH_CONFIG" {
-			return &SettingError{Name: k, Value: v, Origin: where, Reason: "is not a setting the file may hold"}
+			c.Problems = append(c.Problems, &SettingError{Name: k, Value: v, Origin: where, Reason: "is not a setting the file may hold"})
+			continue
 		}
 		c.given = append(c.given, givenSetting{k, unquote(strings.TrimSpace(v)), where})
 	}
 	return nil
+}
+
+func readConfigFile(file string) ([]byte, error) {
+	bad := func(reason string) error {
+		return &SettingError{Name: "DMLAUNCH_CONFIG", Value: file, Origin: "", Reason: reason}
+	}
+	// O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: file, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: file, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+		return nil, bad("is a directory; name the settings file itself")
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, bad("is not a regular file (a FIFO, socket or device); name a plain file")
+	case st.Size > MaxConfigSize:
+		return nil, bad(fmt.Sprintf("is %d bytes, more than the %d a settings file may have; name the right file", st.Size, MaxConfigSize))
+	case st.Uid != 0 && int(st.Uid) != unix.Geteuid():
+		return nil, bad(fmt.Sprintf("is owned by uid %d: it names the programs dmlaunch runs, so it must belong to root; chown root it", st.Uid))
+	case st.Mode&0o022 != 0:
+		return nil, bad(fmt.Sprintf("has mode %04o, writable by others: it names the programs dmlaunch runs; chmod go-w it", st.Mode&0o7777))
+	}
+	// Bounded even if the file grows while it is read.
+	buf := make([]byte, 0, min(st.Size, MaxConfigSize)+1)
+	for len(buf) < cap(buf) {
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: file, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+		if len(buf) == cap(buf) && cap(buf) <= MaxConfigSize {
+			buf = append(buf, 0)[:len(buf)] // it grew: room for more, up to the cap
+		}
+	}
+	if len(buf) > MaxConfigSize {
+		return nil, bad(fmt.Sprintf("is more than the %d bytes a settings file may have; name the right file", MaxConfigSize))
+	}
+	return buf, nil
 }
 
 // unquote strips one pair of matching quotes, as a shell-sourced file
@@ -187,7 +361,12 @@ func unquote(v string) string {
 	return v
 }
 
-func (c *Config) apply() error {
+// settingsGroup checks the settings of one group and fills in their
+// fields, or returns the group's first problem; the fields then keep
+// their defaults and the other groups still apply.
+type settingsGroup func(get func(string) string, bad func(name, reason string) error) error
+
+func (c *Config) apply() {
 	bad := func(name, reason string) error {
 		g, _ := c.lookup(name)
 		return &SettingError{Name: name, Value: g.value, Origin: g.origin, Reason: reason}
@@ -203,58 +382,105 @@ func (c *Config) apply() error {
 		}
 		return ""
 	}
+	// Defaults first: a group with a problem leaves them.
+	c.StateDir, c.LogDir = DefaultStateDir, DefaultLogDir
+	c.GDBListen = netip.MustParseAddrPort("127.0.0.1:1234")
+	c.GDBServer = "gdbserver"
+	c.CoreLimit = coredump.Limit(coredump.Unlimited)
+	groups := []settingsGroup{c.applyQEMU, c.applyDebug, c.applyGDB, c.applyGDBServer, c.applyDomid,
+		c.applyStateDir, c.applyLogDir, c.applyCoreLimit, c.applyDryRun}
+	for _, group := range groups {
+		before := *c
+		if err := group(get, bad); err != nil {
+			*c = before // nothing of a group with a problem is used
+			c.Problems = append(c.Problems, err.(*SettingError))
+		}
+	}
+	for _, p := range c.Problems {
+		if p.Origin == "" {
+			p.Origin = c.Origin(p.Name)
+			if p.Origin == "" {
+				p.Origin = "default"
+			}
+		}
+	}
+}
 
-	c.QEMU = get("DMLAUNCH_QEMU")
-	if c.QEMU != "" && !filepath.IsAbs(c.QEMU) {
+func (c *Config) applyQEMU(get func(string) string, bad func(name, reason string) error) error {
+	qemu := get("DMLAUNCH_QEMU")
+	if qemu != "" && !filepath.IsAbs(qemu) {
 		return bad("DMLAUNCH_QEMU", "must be an absolute path to the real QEMU binary")
 	}
+	c.QEMU = qemu
+	return nil
+}
 
+func (c *Config) applyDebug(get func(string) string, bad func(name, reason string) error) error {
 	modes, err := checkModes(splitList(get("DMLAUNCH_DEBUG")))
 	if err != nil {
 		return bad("DMLAUNCH_DEBUG", err.Error())
 	}
 	c.Debug = modes
 
-	c.DebugDomains = splitList(get("DMLAUNCH_DEBUG_DOMAINS"))
-	for _, p := range c.DebugDomains {
+	domains := splitList(get("DMLAUNCH_DEBUG_DOMAINS"))
+	for _, p := range domains {
 		if _, err := path.Match(p, ""); err != nil {
 			return bad("DMLAUNCH_DEBUG_DOMAINS", fmt.Sprintf("has a malformed pattern %q", p))
 		}
 	}
+	c.DebugDomains = domains
+	return nil
+}
 
-	if err := c.applyGDB(get, bad); err != nil {
-		return err
-	}
-
+func (c *Config) applyGDBServer(get func(string) string, bad func(name, reason string) error) error {
 	c.GDBServer = get("DMLAUNCH_GDBSERVER")
 	if c.GDBServer == "" || strings.ContainsAny(c.GDBServer, "\x00\n") {
 		return bad("DMLAUNCH_GDBSERVER", "must name the gdbserver binary")
 	}
+	return nil
+}
 
-	c.Domid = get("DMLAUNCH_DOMID")
-	if c.Domid != "" {
-		if _, err := domid.Parse(domid.Candidate{Source: domid.FromSetting, Value: c.Domid}); err != nil {
+func (c *Config) applyDomid(get func(string) string, bad func(name, reason string) error) error {
+	d := get("DMLAUNCH_DOMID")
+	if d != "" {
+		if _, err := domid.Parse(domid.Candidate{Source: domid.FromSetting, Value: d}); err != nil {
 			return bad("DMLAUNCH_DOMID", "is not a domain id (0 to 32751)")
 		}
 	}
+	c.Domid = d
+	return nil
+}
 
-	c.StateDir = get("DMLAUNCH_STATE_DIR")
-	if !filepath.IsAbs(c.StateDir) {
+func (c *Config) applyStateDir(get func(string) string, bad func(name, reason string) error) error {
+	d := get("DMLAUNCH_STATE_DIR")
+	if !filepath.IsAbs(d) {
 		return bad("DMLAUNCH_STATE_DIR", "must be an absolute path")
 	}
-	c.LogDir = get("DMLAUNCH_LOG_DIR")
-	if !filepath.IsAbs(c.LogDir) {
+	c.StateDir = filepath.Clean(d)
+	return nil
+}
+
+func (c *Config) applyLogDir(get func(string) string, bad func(name, reason string) error) error {
+	d := get("DMLAUNCH_LOG_DIR")
+	if !filepath.IsAbs(d) {
 		return bad("DMLAUNCH_LOG_DIR", "must be an absolute path")
 	}
+	c.LogDir = filepath.Clean(d)
+	return nil
+}
 
-	c.CoreLimit = coredump.Limit(coredump.Unlimited)
+func (c *Config) applyCoreLimit(get func(string) string, bad func(name, reason string) error) error {
 	if v := get("DMLAUNCH_CORE_LIMIT"); v != "" {
-		if c.CoreLimit, err = coredump.ParseLimit(v); err != nil {
+		limit, err := coredump.ParseLimit(v)
+		if err != nil {
 			return bad("DMLAUNCH_CORE_LIMIT", err.Error())
 		}
-		c.CoreLimitSet = true
+		c.CoreLimit, c.CoreLimitSet = limit, true
 	}
+	return nil
+}
 
+func (c *Config) applyDryRun(get func(string) string, bad func(name, reason string) error) error {
 	switch strings.ToLower(get("DMLAUNCH_DRY_RUN")) {
 	case "", "0", "no", "false", "off":
 	case "1", "yes", "true", "on":

@@ -5,11 +5,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func load(t *testing.T, file string, env ...string) (Config, error) {
@@ -138,4 +141,81 @@ func TestDebugDomainSelection(t *testing.T) {
 		p := &Plan{Config: Config{DebugDomains: tt.domains}, Domid: tt.domid, Name: tt.name}
 		assert.Equal(t, tt.want, p.selected(), "%v vs domain %d (%s)", tt.domains, tt.domid, tt.name)
 	}
+}
+
+// The settings file is read only when it is a small regular file that
+// only its owner (root, or dmlaunch's own user) may change; anything else
+// is one problem that names the file and the fix, found at once: a FIFO
+// must not block and a device must not be read without end.
+func TestConfigFileMustBeASmallPlainFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, unix.Mkfifo(fifo, 0o600))
+	big := filepath.Join(dir, "big.conf")
+	require.NoError(t, os.WriteFile(big, []byte(strings.Repeat("# padding\n", MaxConfigSize/10+1)), 0o644))
+	loose := filepath.Join(dir, "loose.conf")
+	require.NoError(t, os.WriteFile(loose, []byte("DMLAUNCH_DEBUG=gdb\n"), 0o600))
+	require.NoError(t, os.Chmod(loose, 0o666))
+	tests := []struct {
+		name, file string
+		want       []string
+	}{
+		{"missing", filepath.Join(dir, "missing.conf"), []string{"cannot be read (no such file or directory); create it, or unset DMLAUNCH_CONFIG"}},
+		{"a directory", dir, []string{"is a directory; name the settings file itself"}},
+		{"a FIFO", fifo, []string{"is not a regular file"}},
+		{"/dev/zero", "/dev/zero", []string{"is not a regular file"}},
+		{"oversized", big, []string{"more than the 65536 a settings file may have"}},
+		{"writable by others", loose, []string{"has mode 0666, writable by others", "chmod go-w"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			done := make(chan struct{})
+			var cfg Config
+			var err error
+			go func() {
+				defer close(done)
+				cfg, err = load(t, tt.file, "DMLAUNCH_STATE_DIR=/run/elsewhere")
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("reading the settings file did not return")
+			}
+			require.Error(t, err)
+			require.Len(t, cfg.Problems, 1)
+			assert.Equal(t, "DMLAUNCH_CONFIG", cfg.Problems[0].Name)
+			assert.Equal(t, "environment", cfg.Problems[0].Origin)
+			assert.Contains(t, err.Error(), `DMLAUNCH_CONFIG="`+tt.file+`" (environment) `)
+			for _, w := range tt.want {
+				assert.Contains(t, err.Error(), w)
+			}
+			assert.Equal(t, ExitBadInput, ExitCode(err))
+			assert.Equal(t, "/run/elsewhere", cfg.StateDir, "the environment's settings still apply")
+			assert.Empty(t, cfg.File)
+		})
+	}
+}
+
+// Every problem is found, each bad setting keeps its default, and the good
+// ones apply: each launch then refuses only for what concerns it.
+func TestConfigKeepsGoodSettingsBesideBadOnes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dmlaunch.conf")
+	require.NoError(t, os.WriteFile(file, []byte("DMLAUNCH_LOG_DIR=/var/log/elsewhere\ngarbage\nDMLAUNCH_GDB_LISTEN=0.0.0.0:99\n"), 0o644))
+	cfg, err := load(t, file, "DMLAUNCH_STATE_DIR=/run/mine", "DMLAUNCH_DEBUGG=gdb", "DMLAUNCH_QEMU=qemu", "DMLAUNCH_DEBUG=console")
+	require.Error(t, err)
+	var names []string
+	for _, p := range cfg.Problems {
+		names = append(names, p.Name)
+	}
+	assert.ElementsMatch(t, []string{"garbage", "DMLAUNCH_DEBUGG", "DMLAUNCH_QEMU", "DMLAUNCH_GDB_LISTEN"}, names)
+	for _, n := range names {
+		assert.Contains(t, err.Error(), n)
+	}
+	assert.NotContains(t, err.Error(), "\n", "one line")
+	assert.Equal(t, "/run/mine", cfg.StateDir)
+	assert.Equal(t, "/var/log/elsewhere", cfg.LogDir)
+	assert.Equal(t, []string{"console"}, cfg.Debug)
+	assert.Empty(t, cfg.QEMU, "a bad DMLAUNCH_QEMU leaves the default search")
+	assert.Equal(t, netip.MustParseAddrPort("127.0.0.1:1234"), cfg.GDBListen, "a bad listen address leaves the default")
+	assert.Equal(t, file, cfg.File)
 }

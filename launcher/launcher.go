@@ -61,6 +61,22 @@ type Plan struct {
 	Applied   []argv.Applied
 	// Notes are decisions worth showing in a dry run.
 	Notes []string
+	// Backend is set for launches that serve the toolstack or dom0 rather
+	// than a guest (the probe, queries, qdisk, anything for domain 0):
+	// they pass through whatever the settings and the state directory
+	// say, so that a mistake there never stops the host's own services.
+	Backend bool
+	// Ignored are the settings problems a backend passed through
+	// despite; its launch logs them once.
+	Ignored []*SettingError
+	// In a debug mode: the debug port's address, the console log and the
+	// launcher's QMP socket, as the supervisor will set them up.
+	DebugAddr  string
+	ConsoleLog string
+	QMPSocket  string
+	// Received is the command line as the launcher received it, for
+	// reports of internal errors.
+	Received []string
 }
 
 // Inputs are what the process was started with.
@@ -119,11 +135,10 @@ func EnvLookup(environ []string) func(string) (string, bool) {
 // Prepare decides the launch without changing anything on the machine.
 func Prepare(in Inputs) (*Plan, error) {
 	getenv := EnvLookup(in.Environ)
-	cfg, err := LoadConfig(getenv, in.Environ)
-	if err != nil {
-		return &Plan{Config: cfg}, err
-	}
-	p := &Plan{Config: cfg, Mode: ModePassThrough, Env: in.Environ}
+	// Settings problems are judged below, once it is known what they
+	// would steer: a probe or a backend passes through whatever they say.
+	cfg, _ := LoadConfig(getenv, in.Environ)
+	p := &Plan{Config: cfg, Mode: ModePassThrough, Env: in.Environ, Received: in.Args}
 	var args []string
 	if len(in.Args) > 1 {
 		args = in.Args[1:]
@@ -134,13 +149,17 @@ func Prepare(in Inputs) (*Plan, error) {
 	}
 	p.Kind = cl.Classify()
 	p.Name = cl.GuestName()
+	p.Backend = !p.Kind.Debuggable() || servesDom0(cl)
 	if unknown := cl.Unknown(); len(unknown) > 0 {
 		p.Notes = append(p.Notes, "options this QEMU table does not know, passed on as they are: "+strings.Join(unknown, " "))
 	}
-
-	if p.Kind == argv.KindProbe {
+	switch p.Kind {
+	case argv.KindProbe:
 		p.Notes = append(p.Notes, "capability probe: no domid, no lease, never debugged")
-	} else {
+	case argv.KindQuery:
+		p.Notes = append(p.Notes, "a query (-version, -help, a help value): QEMU answers and exits; no lease, no record, never debugged")
+	}
+	if p.Kind != argv.KindProbe {
 		env, _ := getenv("XEN_DOMAIN_ID")
 		res, err := domid.Resolve(domid.Inputs{Argv: cl.Values("xen-domid"), Env: env, Leading: cl.LeadingDomid, Setting: cfg.Domid})
 		switch {
@@ -148,15 +167,26 @@ func Prepare(in Inputs) (*Plan, error) {
 			p.Source = domid.FromLease
 			p.Agreeing = []domid.Source{domid.FromLease}
 			p.Domid = -1
-			if d, err := p.allocator().Peek(); err == nil {
-				p.Domid = d
+			if cfg.StateDirProblem() == nil {
+				if d, err := p.allocator().Peek(); err == nil {
+					p.Domid = d
+				}
 			}
 		case errors.Is(err, domid.ErrNoDomid):
+			p.Domid = -1
 		case err != nil:
 			return p, err
 		default:
 			p.HasDomid, p.Domid, p.Source, p.Agreeing = true, res.Domid, res.Source, res.Agreeing
 		}
+	}
+
+	// Settings problems are checked once the domain is known (to name
+	// it), before anything is decided from the settings.
+	if p.Backend {
+		p.Ignored = cfg.Problems
+	} else if err := p.settingsProblems(scopeGuest); err != nil {
+		return p, err
 	}
 
 	var own []string
@@ -170,12 +200,17 @@ func Prepare(in Inputs) (*Plan, error) {
 
 	if len(cfg.Debug) > 0 {
 		switch {
-		case !p.Kind.Debuggable():
-			p.Notes = append(p.Notes, fmt.Sprintf("DMLAUNCH_DEBUG=%s ignored: a %s invocation always passes through", strings.Join(cfg.Debug, ","), p.Kind))
+		case p.Backend:
+			p.Notes = append(p.Notes, fmt.Sprintf("DMLAUNCH_DEBUG=%s ignored: a %s invocation always passes through", strings.Join(cfg.Debug, ","), p.backendKind()))
 		case !p.selected():
 			p.Notes = append(p.Notes, fmt.Sprintf("DMLAUNCH_DEBUG=%s ignored: DMLAUNCH_DEBUG_DOMAINS does not select this domain", strings.Join(cfg.Debug, ",")))
 		default:
 			p.Mode = strings.Join(cfg.Debug, ",")
+		}
+	}
+	if !p.Backend {
+		if err := p.settingsProblems(scopeGDB); err != nil {
+			return p, err
 		}
 	}
 
@@ -189,10 +224,99 @@ func Prepare(in Inputs) (*Plan, error) {
 	p.Argv = append([]string{p.QEMU}, final.Render()...)
 	// QEMU and its helpers learn the domid from XEN_DOMAIN_ID when the
 	// toolstack did not set it (libxl sets it for HVM since Xen 4.15).
-	if p.Kind != argv.KindProbe && p.Domid >= 0 && !slices.Contains(p.Agreeing, domid.FromEnv) {
+	if p.Kind != argv.KindProbe && p.Kind != argv.KindQuery && p.Domid >= 0 && !slices.Contains(p.Agreeing, domid.FromEnv) {
 		p.Env = append(append([]string(nil), in.Environ...), "XEN_DOMAIN_ID="+strconv.Itoa(p.Domid))
 	}
+	if p.Mode != ModePassThrough {
+		if err := p.planDebug(); err != nil {
+			return p, err
+		}
+	}
 	return p, nil
+}
+
+// servesDom0 reports whether the launch is for domain 0: dom0's own QEMU
+// (xencommons starts it through the device-model path), or any backend
+// serving dom0. It is never a guest's device model.
+func servesDom0(cl argv.CommandLine) bool {
+	v, ok := cl.Last("xen-domid")
+	if !ok {
+		v = cl.LeadingDomid
+	}
+	return v == "0"
+}
+
+// backendKind names what a backend is, for notes: its kind, or "dom0"
+// for a domain-0 launch of a guest-like shape.
+func (p *Plan) backendKind() string {
+	if p.Kind.Debuggable() {
+		return "dom0"
+	}
+	return string(p.Kind)
+}
+
+// settingsProblems returns the settings problems that concern this launch
+// among those of scopes up to widest: checked first with scopeGuest
+// (before anything is decided from the settings), then, once the mode is
+// known, with scopeGDB.
+func (p *Plan) settingsProblems(widest scope) error {
+	var mine []*SettingError
+	for _, prob := range p.Config.Problems {
+		var concerns bool
+		switch sc := settingScope(prob.Name); {
+		case sc > widest:
+			continue
+		case sc == scopeGuest:
+			concerns = true
+		case sc == scopeDebugConfigured:
+			concerns = len(p.Config.Debug) > 0
+		case sc == scopeDebugged:
+			concerns = p.Mode != ModePassThrough
+		case sc == scopeGDB:
+			concerns = p.servesDebugPort()
+		}
+		if concerns {
+			mine = append(mine, prob)
+		} else if widest == scopeGDB {
+			p.Notes = append(p.Notes, "setting not used by this launch, left as it is: "+prob.Error())
+		}
+	}
+	return settingsError(mine)
+}
+
+// servesDebugPort reports whether the launch's mode serves a debug port.
+func (p *Plan) servesDebugPort() bool {
+	return p.Mode != ModePassThrough && p.wants(func(m DebugMode) bool { return m.DebugPort })
+}
+
+// debugRules are the rewrites of a debug mode: the first serial port to
+// the launcher's pty at ptyPath, and the launcher's QMP socket.
+func (p *Plan) debugRules(ptyPath string) []argv.Rule {
+	return []argv.Rule{argv.SerialToDevice(ptyPath), argv.AddQMPSocket(QMPSocketPath(p.Config.StateDir, p.Domid))}
+}
+
+// planDebug decides what a debug mode will set up, with the checks the
+// supervisor makes before it starts anything, so that a dry run shows
+// them and fails where the launch would.
+func (p *Plan) planDebug() error {
+	if p.Domid < 0 {
+		// No free domid now: the lease, taken at launch, will say so.
+		return nil
+	}
+	switch {
+	case !p.servesDebugPort():
+	case p.Config.GDBUnix:
+		p.DebugAddr = gdbwrap.UnixTarget(gdbwrap.UnixSocketPath(p.Config.StateDir, p.Domid))
+	default:
+		addr, err := gdbwrap.Address(p.Config.GDBListen, p.Domid)
+		if err != nil {
+			return err
+		}
+		p.DebugAddr = addr.String()
+	}
+	p.ConsoleLog = ConsoleLogPath(p.Config.LogDir, p.Domid)
+	p.QMPSocket = QMPSocketPath(p.Config.StateDir, p.Domid)
+	return nil
 }
 
 // selected applies DMLAUNCH_DEBUG_DOMAINS: domids, names or shell globs.
@@ -233,7 +357,8 @@ func (p *Plan) Subject() string {
 	if p == nil {
 		return ""
 	}
-	name := p.Name
+	// The name is the guest's choice: nothing in it may break the line.
+	name := shellquote.Visible(p.Name)
 	if name == "" {
 		name = "-"
 	}
@@ -243,12 +368,16 @@ func (p *Plan) Subject() string {
 	case p.HasDomid || p.Domid >= 0 && p.Source == domid.FromLease:
 		return "domain " + strconv.Itoa(p.Domid) + " (" + name + ")"
 	case p.Name != "":
-		return "domain ? (" + p.Name + ")"
+		return "domain ? (" + name + ")"
+	case p.Kind == argv.KindQuery:
+		return "query"
 	}
 	return ""
 }
 
 // Describe prints every decision and the final argv, one word per line.
+// In a debug mode the argv is the one the supervisor will run, with the
+// pty it will open shown as /dev/pts/N.
 func (p *Plan) Describe(w io.Writer) {
 	switch {
 	case p.Kind == argv.KindProbe:
@@ -271,18 +400,35 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "name:    %s\n", shellquote.Word(p.Name))
 	}
 	fmt.Fprintf(w, "mode:    %s\n", p.Mode)
-	fmt.Fprintf(w, "qemu:    %s\n", p.QEMU)
+	fmt.Fprintf(w, "qemu:    %s\n", shellquote.Word(p.QEMU))
 	if p.Config.File != "" {
-		fmt.Fprintf(w, "config:  %s\n", p.Config.File)
+		fmt.Fprintf(w, "config:  %s\n", shellquote.Word(p.Config.File))
 	}
-	for _, a := range p.Applied {
+	if len(p.Ignored) > 0 {
+		fmt.Fprintf(w, "ignored: %s (a %s always passes through)\n", settingsError(p.Ignored), p.backendKind())
+	}
+	finalArgv, applied := p.Argv, p.Applied
+	if p.Mode != ModePassThrough {
+		if p.DebugAddr != "" {
+			fmt.Fprintf(w, "gdb:     target remote %s\n", shellquote.Word(p.DebugAddr))
+		}
+		if p.ConsoleLog != "" {
+			fmt.Fprintf(w, "console: a new pty for the guest's first serial port; every byte kept in %s\n", shellquote.Word(p.ConsoleLog))
+			fmt.Fprintf(w, "qmp:     %s\n", shellquote.Word(p.QMPSocket))
+			if cl, more, err := argv.ApplyRules(p.Line, p.debugRules("/dev/pts/N")...); err == nil {
+				finalArgv = append([]string{p.QEMU}, cl.Render()...)
+				applied = append(slices.Clip(applied), more...)
+			}
+		}
+	}
+	for _, a := range applied {
 		fmt.Fprintf(w, "rewrite: %s (%s)\n", a.Rule, a.Why)
 	}
 	for _, n := range p.Notes {
-		fmt.Fprintf(w, "note:    %s\n", n)
+		fmt.Fprintf(w, "note:    %s\n", shellquote.Visible(n))
 	}
 	fmt.Fprintln(w, "argv:")
-	for _, a := range p.Argv {
+	for _, a := range finalArgv {
 		fmt.Fprintf(w, "  %s\n", shellquote.Word(a))
 	}
 }
@@ -294,6 +440,115 @@ func (p *Plan) LogLine() string {
 		src = ", domid from " + string(p.Source)
 	}
 	return "dmlaunch: " + p.Subject() + ": " + string(p.Kind) + src + ", " + p.Mode + ": " + shellquote.Join(p.Argv)
+}
+
+// subjectPrefix is "domain 5 (hvm1): ", or "" when there is no subject.
+func (p *Plan) subjectPrefix() string {
+	if s := p.Subject(); s != "" {
+		return s + ": "
+	}
+	return ""
+}
+
+// DirError is a state or log directory that dmlaunch cannot use: full,
+// read-only, under a file, not ours to write. The operator chose the
+// directory, so the operator can fix it.
+type DirError struct {
+	// What is "state directory" or "console log directory"; Setting
+	// the setting that chooses it.
+	What, Setting, Dir string
+	Err                error
+}
+
+func (e *DirError) Error() string {
+	return fmt.Sprintf("%s %s cannot be used: %v", e.What, e.Dir, e.Err)
+}
+
+func (e *DirError) Unwrap() error { return e.Err }
+
+// Hint says what to do, by what the system said.
+func (e *DirError) Hint() string {
+	other := "or set " + e.Setting + " to another directory"
+	switch {
+	case errors.Is(e.Err, syscall.ENOSPC), errors.Is(e.Err, syscall.EDQUOT):
+		return "its file system is full: free space there (df " + e.Dir + "), " + other
+	case errors.Is(e.Err, syscall.EROFS):
+		return "its file system is read-only: remount it read-write, " + other
+	case errors.Is(e.Err, syscall.ENOTDIR), errors.Is(e.Err, syscall.EEXIST):
+		return "something in its path is not a directory: move it aside, " + other
+	case errors.Is(e.Err, syscall.EACCES), errors.Is(e.Err, syscall.EPERM):
+		return fmt.Sprintf("dmlaunch runs as uid %d and may not write there: fix its owner or mode, %s", os.Geteuid(), other)
+	case errors.Is(e.Err, syscall.ELOOP):
+		return "a symbolic link loops in its path: fix the link, " + other
+	}
+	return "fix the directory, " + other
+}
+
+// dirOf tells whether err is about the state or log directory (a file
+// operation on it, inside it, or on a directory above it), as a DirError.
+func (p *Plan) dirOf(err error) (*DirError, bool) {
+	var paths []string
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		paths = append(paths, pe.Path)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		paths = append(paths, le.Old, le.New)
+	}
+	var errno syscall.Errno
+	if len(paths) == 0 || !errors.As(err, &errno) {
+		return nil, false
+	}
+	for _, d := range []struct{ what, setting, dir string }{
+		{"state directory", "DMLAUNCH_STATE_DIR", p.Config.StateDir},
+		{"console log directory", "DMLAUNCH_LOG_DIR", p.Config.LogDir},
+	} {
+		for _, path := range paths {
+			if d.dir != "" && related(filepath.Clean(path), d.dir) {
+				return &DirError{What: d.what, Setting: d.setting, Dir: d.dir, Err: err}, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// related reports whether path is dir, inside it, or one of its parents.
+func related(path, dir string) bool {
+	inside := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") || b == "/" }
+	return inside(path, dir) || inside(dir, path)
+}
+
+// CommandLineTooLongError is an exec the kernel refused with E2BIG: the
+// command line and environment together are more than it takes.
+type CommandLineTooLongError struct {
+	Words, ArgBytes, EnvBytes, Longest int
+}
+
+func (e *CommandLineTooLongError) Error() string {
+	return fmt.Sprintf("the command line is too long for the kernel: %d words of %d bytes (the longest %d) and %d bytes of environment "+
+		"(the limit is a quarter of the stack limit, ulimit -s, and %d bytes for one word)", e.Words, e.ArgBytes, e.Longest, e.EnvBytes, maxArgStrlen)
+}
+
+// maxArgStrlen is Linux's MAX_ARG_STRLEN: 32 pages.
+const maxArgStrlen = 32 * 4096
+
+// execFailed says why exec'ing or starting QEMU failed: a command line
+// the kernel will not take is the toolstack's input, not QEMU's fault.
+func (p *Plan) execFailed(what string, err error) error {
+	if errors.Is(err, syscall.E2BIG) {
+		e := &CommandLineTooLongError{Words: len(p.Argv)}
+		for _, a := range p.Argv {
+			e.ArgBytes += len(a) + 1
+			e.Longest = max(e.Longest, len(a))
+		}
+		for _, kv := range p.Env {
+			e.EnvBytes += len(kv) + 1
+			e.Longest = max(e.Longest, len(kv))
+		}
+		return e
+	}
+	return &NotExecutableError{p.QEMU, what + ": " + err.Error()}
 }
 
 // outcome is what dmlaunch does about one kind of error: the exit status
@@ -313,28 +568,42 @@ func is(target error) func(error) bool {
 	return func(err error) bool { return errors.Is(err, target) }
 }
 
-// outcomes are tried in order; the first match decides.
+// outcomes are tried in order; the first match decides. The exit status
+// table (dmlaunch(8)): 2 for bad input of any kind, from the command line,
+// the environment, the settings, or the directories the operator chose;
+// 126 and 127 for the real QEMU; 1 for dmlaunch's own faults only.
 var outcomes = []outcome{
 	{as[*gdbwrap.PortBusyError], ExitBadInput, "the domain was not started"},
 	{as[*gdbwrap.PortRangeError], ExitBadInput, "lower the base port in DMLAUNCH_GDB_LISTEN"},
 	{as[*SettingError], ExitBadInput, "dmlaunch(8) lists every setting"},
 	{as[*argv.MissingValueError], ExitBadInput, "check device_model_args in the domain's configuration"},
+	{as[*CommandLineTooLongError], ExitBadInput, "shorten device_model_args in the domain's configuration, or the toolstack's environment"},
 	{as[*domid.InvalidError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
 	{as[*domid.ConflictError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
 	{as[*domid.HeldError], ExitBadInput, "a domain's device model runs once; see dmctl list, and stop the old one first"},
 	{is(statedir.ErrUnsafe), ExitBadInput, "fix the directory or set DMLAUNCH_STATE_DIR"},
+	{as[*DirError], ExitBadInput, ""}, // its own Hint
+	{is(domid.ErrExhausted), ExitBadInput, "release leases with dmctl domid release, or wait for freed domids to cool down"},
 	{as[*NotFoundError], ExitNotFound, "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"},
 	{as[*NotExecutableError], ExitNotExecutable, "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"},
-	{is(domid.ErrExhausted), ExitInternal, "release leases with dmctl domid release, or wait for freed domids to cool down"},
 }
+
+// internalHint ends the report of an error dmlaunch did not expect.
+const internalHint = "this is an internal error in dmlaunch; please report it with this line"
 
 func classify(err error) outcome {
 	for _, o := range outcomes {
 		if o.matches(err) {
+			if o.hint == "" {
+				var de *DirError
+				if errors.As(err, &de) {
+					o.hint = de.Hint()
+				}
+			}
 			return o
 		}
 	}
-	return outcome{status: ExitInternal, hint: "this is a dmlaunch fault; please report it with the command line above"}
+	return outcome{status: ExitInternal, hint: internalHint}
 }
 
 // Hint says what to do about an error from Prepare, Launch or Supervise.
@@ -348,45 +617,82 @@ func ExitCode(err error) int {
 	return classify(err).status
 }
 
-// Report writes "dmlaunch: domain 5 (hvm1): <what happened>; <what to do>".
-func Report(w io.Writer, p *Plan, err error) {
-	subject := p.Subject()
-	if subject != "" {
-		subject += ": "
+// Explain turns an error about the state or log directory into a DirError,
+// which says what to do, and leaves every other error as it is.
+func (p *Plan) Explain(err error) error {
+	if err == nil || p == nil || classify(err).status != ExitInternal {
+		return err
 	}
-	fmt.Fprintf(w, "dmlaunch: %s%v; %s\n", subject, err, Hint(err))
+	if de, ok := p.dirOf(err); ok {
+		return de
+	}
+	return err
+}
+
+// Report writes "dmlaunch: domain 5 (hvm1): <what happened>; <what to do>",
+// on one line whatever the error holds.
+func Report(w io.Writer, p *Plan, err error) {
+	err = p.Explain(err)
+	o := classify(err)
+	line := "dmlaunch: " + p.subjectPrefix() + shellquote.Visible(err.Error()) + "; " + o.hint
+	if o.status == ExitInternal && p != nil && len(p.Received) > 0 {
+		line += ": " + shellquote.Join(p.Received)
+	}
+	io.WriteString(w, line+"\n")
+}
+
+// logIgnored writes, once, the settings problems a backend passes
+// through despite.
+func (p *Plan) logIgnored(w io.Writer) {
+	if len(p.Ignored) == 0 {
+		return
+	}
+	io.WriteString(w, "dmlaunch: "+p.subjectPrefix()+"a "+p.backendKind()+" always passes through; settings ignored: "+
+		shellquote.Visible(settingsError(p.Ignored).Error())+"; dmlaunch(8) lists every setting\n")
+}
+
+// recorded reports whether the launch gets a registry record: every
+// launch for a domain, but not a query, which runs nothing.
+func (p *Plan) recorded() bool {
+	return p.HasDomid && p.Kind != argv.KindQuery
 }
 
 // Launch takes the lease, writes the registry record, logs the launch and
-// execs the real QEMU in place. It returns only on failure.
+// execs the real QEMU in place. It returns only on failure. A backend
+// passes through even when the state directory cannot be used, saying so.
 func (p *Plan) Launch(stderr io.Writer) error {
+	p.logIgnored(stderr)
 	self, err := proc.Self()
 	if err != nil {
 		return err
 	}
 	var lease *domid.Lease
-	if p.Kind.TakesLease() {
+	if p.Kind.TakesLease() && !p.Backend {
 		l, err := p.takeLease(self)
 		if err != nil {
-			return err
+			return p.Explain(err)
 		}
 		lease = &l
 	}
 	var rec *registry.Record
-	if p.HasDomid {
-		if lease == nil { // Acquire made and checked it otherwise
-			if err := statedir.Ensure(p.Config.StateDir); err != nil {
-				return err
-			}
-		}
+	if prob := p.Config.StateDirProblem(); prob != nil && p.recorded() {
+		// Only a backend gets here (the problem refuses the others).
+		io.WriteString(stderr, "dmlaunch: "+p.subjectPrefix()+"no registry record, passing through anyway: "+prob.Name+" is unusable (above), so the state directory is unknown\n")
+	} else if p.recorded() {
 		r := registry.Record{
 			Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
 			Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
 		}
-		if _, err := registry.Write(p.Config.StateDir, r); err != nil {
-			return p.undo(lease, nil, err)
+		err := p.writeRecord(r, lease != nil)
+		switch {
+		case err == nil:
+			rec = &r
+		case p.Backend:
+			io.WriteString(stderr, "dmlaunch: "+p.subjectPrefix()+"no registry record, passing through anyway: "+
+				shellquote.Visible(p.Explain(err).Error())+"; "+Hint(p.Explain(err))+"\n")
+		default:
+			return p.undo(lease, nil, p.Explain(err))
 		}
-		rec = &r
 	}
 	io.WriteString(stderr, p.LogLine()+"\n")
 	if p.Config.CoreLimitSet {
@@ -398,7 +704,19 @@ func (p *Plan) Launch(stderr io.Writer) error {
 	}
 	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
 	// Still here: the exec failed and nothing runs under this domid.
-	return p.undo(lease, rec, &NotExecutableError{p.QEMU, "could not be executed: " + err.Error()})
+	return p.undo(lease, rec, p.execFailed("could not be executed", err))
+}
+
+// writeRecord writes the launch's registry record; Acquire made and
+// checked the state directory when there is a lease.
+func (p *Plan) writeRecord(r registry.Record, haveLease bool) error {
+	if !haveLease {
+		if err := statedir.Ensure(p.Config.StateDir); err != nil {
+			return p.stateDirError(err)
+		}
+	}
+	_, err := registry.Write(p.Config.StateDir, r)
+	return p.stateDirError(err)
 }
 
 // takeLease records the launch's hold on its domid, or allocates one for
@@ -412,7 +730,17 @@ func (p *Plan) takeLease(holder proc.Identity) (domid.Lease, error) {
 	if err == nil && !p.HasDomid {
 		p.setLeasedDomid(l.Domid)
 	}
-	return l, err
+	return l, p.stateDirError(err)
+}
+
+// stateDirError makes a system call's failure in the state directory a
+// DirError, which says what to do about it; other errors stay as they are.
+func (p *Plan) stateDirError(err error) error {
+	var errno syscall.Errno
+	if err == nil || !errors.As(err, &errno) || classify(err).status != ExitInternal {
+		return err
+	}
+	return &DirError{What: "state directory", Setting: "DMLAUNCH_STATE_DIR", Dir: p.Config.StateDir, Err: err}
 }
 
 // setLeasedDomid fills in a domid that came from the allocator.
@@ -440,9 +768,12 @@ func (p *Plan) undo(lease *domid.Lease, rec *registry.Record, err error) error {
 // Main is dmlaunch's entry point.
 func Main(in Inputs, stdout io.Writer, stderr *os.File) int {
 	p, err := Prepare(in)
+	if err == nil && p.Config.DryRun {
+		err = p.DryRunChecks()
+	}
 	if err != nil {
 		Report(stderr, p, err)
-		return ExitCode(err)
+		return ExitCode(p.Explain(err))
 	}
 	if p.Config.DryRun {
 		p.Describe(stdout)
@@ -455,11 +786,11 @@ func Main(in Inputs, stdout io.Writer, stderr *os.File) int {
 		status, err := p.Supervise(in, stderr)
 		if err != nil {
 			Report(stderr, p, err)
-			return ExitCode(err)
+			return ExitCode(p.Explain(err))
 		}
 		return status
 	}
 	err = p.Launch(stderr)
 	Report(stderr, p, err)
-	return ExitCode(err)
+	return ExitCode(p.Explain(err))
 }

@@ -61,7 +61,13 @@ func launch(t *testing.T, r run) run {
 	err := cmd.Start()
 	require.NoError(t, err)
 	r.pid = cmd.Process.Pid
+	// A launch that blocks (on a FIFO, say) fails the test, not the run.
+	timer := time.AfterFunc(time.Minute, func() {
+		t.Errorf("dmlaunch %q did not finish within a minute; killed", r.args)
+		_ = cmd.Process.Kill()
+	})
 	err = cmd.Wait()
+	timer.Stop()
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		r.status = exit.ExitCode()
@@ -226,4 +232,25 @@ func inheritableFDs(t *testing.T) []int {
 		}
 	}
 	return out
+}
+
+// A guest name or argv word with control characters cannot break the
+// one-line log or rewrite the operator's terminal; the quoted command line
+// still pastes back into bash word for word.
+func TestLogLineEscapesControlCharacters(t *testing.T) {
+	name := "evil\nname\x1b[2J\r\u202e"
+	args := []string{"-xen-domid", "5", "-name", name, "-machine", "xenfv", "-drive", "file=/tmp/a\tb,format=raw"}
+	r := launch(t, run{args: args})
+	require.True(t, r.started)
+	assert.Equal(t, args, r.fake.Argv[1:], "QEMU gets every byte as it was")
+	line := strings.TrimSuffix(r.stderr, "\n")
+	require.NotContains(t, line, "\n", "one line")
+	for _, c := range line {
+		assert.False(t, c < 0x20 || c == 0x7f || c == '\u202e', "%U reaches the log as it is", c)
+	}
+	assert.Contains(t, line, `dmlaunch: domain 5 (evil\nname\x1b[2J\r\xe2\x80\xae): hvm`)
+	_, quoted, _ := strings.Cut(line, "pass-through: ")
+	out, err := exec.Command("bash", "-c", `for a in `+quoted+`; do printf '%s\0' "$a"; done`).Output()
+	require.NoError(t, err)
+	assert.Equal(t, r.fake.Argv, strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"))
 }

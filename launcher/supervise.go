@@ -214,7 +214,7 @@ func (s *supervision) finalArgv() error {
 		return err
 	}
 	_ = os.Remove(s.qmp) // a socket left by a launcher that was killed
-	cl, applied, err := argv.ApplyRules(p.Line, argv.SerialToDevice(s.cons.QEMUPath), argv.AddQMPSocket(s.qmp))
+	cl, applied, err := argv.ApplyRules(p.Line, p.debugRules(s.cons.QEMUPath)...)
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func (s *supervision) startQEMU() error {
 		}
 	}
 	if err != nil {
-		return &NotExecutableError{p.QEMU, "could not be started: " + err.Error()}
+		return p.execFailed("could not be started", err)
 	}
 	s.qemu, s.hold = qemu, qemu.hold
 	// On a failure in a later step: QEMU must not outlive the launch.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 
@@ -65,13 +66,21 @@ func find(name string) *command {
 	return nil
 }
 
-func defaultStateDir() string {
-	cfg, err := launcher.LoadConfig(os.LookupEnv, os.Environ())
-	if err != nil || cfg.StateDir == "" {
-		return launcher.DefaultStateDir
+// defaultStateDir is the state directory dmlaunch uses: DMLAUNCH_STATE_DIR
+// from the environment or the settings file, whatever other settings are
+// wrong (dmctl doctor reports those). It is an error only when that very
+// setting is unusable, or the file that may hold it cannot be read.
+func defaultStateDir() (string, error) {
+	cfg, _ := launcher.LoadConfig(os.LookupEnv, os.Environ())
+	if p := cfg.StateDirProblem(); p != nil {
+		return "", usagef("%v; give --state-dir, or fix the setting", p)
 	}
-	return cfg.StateDir
+	return cfg.StateDir, nil
 }
+
+// stateless commands do not read the state directory, so a bad
+// DMLAUNCH_STATE_DIR does not stop them.
+var stateless = []string{"argv", "doctor", "version"}
 
 func mainUsage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: dmctl [--state-dir DIR] COMMAND [ARGS]
@@ -110,9 +119,6 @@ func run(args []string, stdout, stderr io.Writer, stdin *os.File) int {
 		fmt.Fprintf(stderr, "dmctl: %v; see dmctl --help\n", err)
 		return exitUsage
 	}
-	if e.stateDir == "" {
-		e.stateDir = defaultStateDir()
-	}
 	rest := global.Args()
 	if *help || len(rest) == 0 {
 		mainUsage(stdout)
@@ -149,6 +155,14 @@ func run(args []string, stdout, stderr io.Writer, stdin *os.File) int {
 			return 0
 		}
 		cmdArgs = fs.Args()
+	}
+	if e.stateDir == "" {
+		dir, err := defaultStateDir()
+		if err != nil && !slices.Contains(stateless, c.name) {
+			fmt.Fprintf(stderr, "dmctl %s: %v\n", c.name, err)
+			return exitUsage
+		}
+		e.stateDir = dir
 	}
 	err := c.run(e, fs, cmdArgs)
 	if err == nil {

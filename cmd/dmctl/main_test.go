@@ -158,3 +158,43 @@ func writeRecord(t *testing.T, dir string, domid int, mode, qmp string, launcher
 		QEMUPID: launcher.PID, QEMU: "/usr/libexec/xen-qemu-system-i386", QMP: qmp, Started: time.Now()})
 	require.NoError(t, err)
 }
+
+// dmctl reads the state directory dmlaunch uses, whatever other settings
+// are wrong; when that very setting (or the file that may hold it) is
+// unusable it says so instead of reading another directory.
+func TestStateDirFromSettingsDespiteOtherProblems(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	t.Setenv("DMLAUNCH_CONFIG", "")
+	t.Setenv("DMLAUNCH_STATE_DIR", dir)
+	t.Setenv("DMLAUNCH_DEBUGG", "gdb")
+	t.Setenv("DMLAUNCH_GDB_LISTEN", "nowhere")
+	out, stderr, status := dmctl(t, "domid", "alloc")
+	require.Equal(t, 0, status, stderr)
+	assert.Equal(t, "1\n", out)
+	_, err := os.Stat(filepath.Join(dir, "domids"))
+	assert.NoError(t, err, "the lease is in DMLAUNCH_STATE_DIR")
+
+	t.Setenv("DMLAUNCH_CONFIG", "/dev/zero")
+	_, stderr, status = dmctl(t, "domid", "ls")
+	assert.Equal(t, 0, status, "DMLAUNCH_STATE_DIR from the environment needs no file: %s", stderr)
+
+	for _, tt := range []struct{ env, value, want string }{
+		{"DMLAUNCH_STATE_DIR", "run/dmlaunch", `DMLAUNCH_STATE_DIR="run/dmlaunch" (environment) must be an absolute path; give --state-dir, or fix the setting`},
+		{"DMLAUNCH_CONFIG", "/dev/zero", `DMLAUNCH_CONFIG="/dev/zero" (environment) is not a regular file`},
+	} {
+		t.Run(tt.env, func(t *testing.T) {
+			if tt.env == "DMLAUNCH_CONFIG" {
+				os.Unsetenv("DMLAUNCH_STATE_DIR")
+			}
+			t.Setenv(tt.env, tt.value)
+			_, stderr, status := dmctl(t, "list")
+			assert.Equal(t, exitUsage, status)
+			assert.Contains(t, stderr, tt.want)
+			out, _, status := dmctl(t, "version")
+			assert.Equal(t, 0, status, "version reads no state")
+			assert.Contains(t, out, "dmctl ")
+			_, _, status = dmctl(t, "--state-dir", dir, "list")
+			assert.Equal(t, 0, status, "--state-dir needs no setting")
+		})
+	}
+}
