@@ -54,6 +54,12 @@ type domain struct {
 
 func startDomain(t *testing.T, state string, domid int, mode, name, line string) *domain {
 	t.Helper()
+	return startDomainLogging(t, state, filepath.Join(t.TempDir(), "log"), domid, mode, name, line)
+}
+
+// startDomainLogging is startDomain with the console logs in logDir.
+func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, name, line string) *domain {
+	t.Helper()
 	qemu := realtest.Need(t, realtest.QEMUTCG)[0]
 	img, err := guest.BootSector(guest.Options{Message: line + "\r\n"})
 	require.NoError(t, err)
@@ -67,7 +73,7 @@ func startDomain(t *testing.T, state string, domid int, mode, name, line string)
 	d.cmd = exec.Command(dmlaunchBin, "-name", name, "-machine", "pc", "-accel", "tcg", "-display", "none",
 		"-nodefaults", "-no-user-config", "-serial", "pty", "-drive", "file="+disk+",format=raw,if=floppy")
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_DEBUG=" + mode,
-		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + filepath.Join(t.TempDir(), "log"),
+		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + logDir,
 		fmt.Sprintf("XEN_DOMAIN_ID=%d", domid), fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base)}
 	d.cmd.Stderr = d.stderr
 	require.NoError(t, d.cmd.Start())
@@ -252,8 +258,8 @@ func TestConsoleThroughAPty(t *testing.T) {
 	slave, err := os.OpenFile(ptsName(t, tm.master), os.O_RDWR|unix.O_NOCTTY, 0)
 	require.NoError(t, err)
 	defer slave.Close()
-	pos := tm.expect(t, 0, "--- last ")
-	pos = tm.expect(t, pos, line)
+	pos := tm.expect(t, 0, "--- the last ")
+	pos = tm.expect(t, pos, line+"\r\n\r\n--- live ---\r\n")
 	pos = tm.expect(t, pos, "Escape character is ^].")
 	raw, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
 	require.NoError(t, err)

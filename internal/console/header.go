@@ -61,7 +61,13 @@ func LaunchTail(path string, launcherPID int, n int64) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", printable.String(path))
 	}
-	size := fi.Size()
+	return LaunchTailOf(f, fi.Size(), launcherPID, n)
+}
+
+// LaunchTailOf is LaunchTail on an open log, as it was when it held size
+// bytes: a reader that goes on following the file from size sees no byte
+// twice.
+func LaunchTailOf(f io.ReaderAt, size int64, launcherPID int, n int64) ([]byte, error) {
 	// Read backwards in chunks, each with a header's length of overlap,
 	// until a part's header turns up.
 	const chunk = 256 << 10
