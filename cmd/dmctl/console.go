@@ -16,8 +16,8 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/internal/console"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
-	"github.com/dmlaunch/dmlaunch/internal/printable"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 	"github.com/dmlaunch/dmlaunch/internal/term"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -71,7 +71,7 @@ func runConsole(e *env, fs *pflag.FlagSet, args []string) error {
 		return err
 	}
 	if rec.ConsolePTY == "" {
-		return fmt.Errorf("domain %d runs in %s mode and has no console pty; launch it with DMLAUNCH_DEBUG=console (or gdb)", rec.Domid, printable.String(rec.Mode))
+		return fmt.Errorf("domain %d runs in %s mode and has no console pty; launch it with DMLAUNCH_DEBUG=console (or gdb)", rec.Domid, shellquote.Visible(rec.Mode))
 	}
 	if readOnly {
 		return followConsole(e, rec, int64(history))
@@ -121,7 +121,7 @@ func runConsole(e *env, fs *pflag.FlagSet, args []string) error {
 	}
 	// After raw mode: the history's line ends are the console's own.
 	showHistory(e, rec, int64(history), term.IsTerminal(fd))
-	fmt.Fprintf(e.stdout, "Connected to domain %d (%s), %s. Escape character is ^].\r\n", rec.Domid, printable.String(rec.Name), printable.String(rec.ConsolePTY))
+	fmt.Fprintf(e.stdout, "Connected to domain %d (%s), %s. Escape character is ^].\r\n", rec.Domid, shellquote.Visible(rec.Name), shellquote.Visible(rec.ConsolePTY))
 
 	lost := make(chan error, 1)
 	go func() {
@@ -170,7 +170,7 @@ func consoleBusy(e *env, rec inventory.Entry, lockErr error) error {
 		}
 		who = strings.Join(names, ", ")
 	} else if lockErr != nil && !errors.Is(lockErr, unix.EWOULDBLOCK) {
-		return fmt.Errorf("lock the console pty %s: %w", printable.String(rec.ConsolePTY), lockErr)
+		return fmt.Errorf("lock the console pty %s: %w", shellquote.Visible(rec.ConsolePTY), lockErr)
 	}
 	return fmt.Errorf("domain %d's console is in use by %s: one session at a time, or the guest's output would be split between them; "+
 		"dmctl console %d --read-only follows it without taking it, or end that session first",
@@ -186,7 +186,7 @@ type holder struct {
 }
 
 func (h holder) String() string {
-	s := fmt.Sprintf("%s (pid %d, user %s", printable.String(h.command), h.pid, printable.String(h.user))
+	s := fmt.Sprintf("%s (pid %d, user %s", shellquote.Visible(h.command), h.pid, shellquote.Visible(h.user))
 	if !h.since.IsZero() {
 		s += ", since " + h.since.Format("15:04:05")
 	}
@@ -284,7 +284,7 @@ func printHistory(e *env, rec inventory.Entry, tail []byte, raw bool) {
 		nl = "\r\n"
 		tail = bytes.ReplaceAll(bytes.ReplaceAll(tail, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
 	}
-	fmt.Fprintf(e.stdout, "--- the last %d bytes of this launch's console log, %s ---%s", len(tail), printable.String(rec.ConsoleLog), nl)
+	fmt.Fprintf(e.stdout, "--- the last %d bytes of this launch's console log, %s ---%s", len(tail), shellquote.Visible(rec.ConsoleLog), nl)
 	_, _ = e.stdout.Write(tail)
 	fmt.Fprintf(e.stdout, "%s--- live ---%s", nl, nl)
 }
@@ -312,14 +312,14 @@ func followConsole(e *env, rec inventory.Entry, history int64) error {
 			return fmt.Errorf("console log: %w", err)
 		}
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("console log %s is not a regular file", printable.String(rec.ConsoleLog))
+			return fmt.Errorf("console log %s is not a regular file", shellquote.Visible(rec.ConsoleLog))
 		}
 		off = fi.Size()
 		if tail, err := console.LaunchTailOf(f, off, rec.Launcher.PID, history); err == nil {
 			printHistory(e, rec, tail, false)
 		}
 	}
-	fmt.Fprintf(e.stdout, "Following domain %d (%s)'s console log, read-only. Ctrl-C leaves.\n", rec.Domid, printable.String(rec.Name))
+	fmt.Fprintf(e.stdout, "Following domain %d (%s)'s console log, read-only. Ctrl-C leaves.\n", rec.Domid, shellquote.Visible(rec.Name))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGINT)

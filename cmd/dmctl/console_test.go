@@ -32,12 +32,12 @@ func TestConsoleIsExclusiveAndShowsOnlyThisLaunch(t *testing.T) {
 	b, err := os.ReadFile(rec.ConsoleLog)
 	require.NoError(t, err)
 	require.Contains(t, string(b), "from the old launch", "one log for both launches")
-	assert.Contains(t, string(b), `: domain 12 ("new\x1b[31mguest"), launcher pid `, "the header escapes the name")
+	assert.Contains(t, string(b), `: domain 12 (new\x1b[31mguest), launcher pid `, "the header escapes the name")
 
 	tm := startTerminal(t, []string{"DMLAUNCH_STATE_DIR=" + state}, "console", "12")
 	pos := tm.expect(t, 0, "--- the last ")
 	pos = tm.expect(t, pos, "from the new launch")
-	pos = tm.expect(t, pos, `Connected to domain 12 ("new\x1b[31mguest")`)
+	pos = tm.expect(t, pos, `Connected to domain 12 (new\x1b[31mguest)`)
 	pos = tm.expect(t, pos, "Escape character is ^].")
 	assert.NotContains(t, tm.out.String(), "from the old launch", "history is this launch's only")
 	assert.NotContains(t, tm.out.String(), "\x1b[31m", "no raw escape sequence from the name")
@@ -59,7 +59,7 @@ func TestConsoleIsExclusiveAndShowsOnlyThisLaunch(t *testing.T) {
 		require.Eventually(t, func() bool { return strings.Contains(fout.String(), s) }, 20*time.Second, 10*time.Millisecond, "waiting for %q in %q", s, fout.String())
 	}
 	waitFor("from the new launch")
-	waitFor("Following domain 12 (\"new\\x1b[31mguest\")'s console log, read-only. Ctrl-C leaves.\n")
+	waitFor("Following domain 12 (new\\x1b[31mguest)'s console log, read-only. Ctrl-C leaves.\n")
 	appendTo := func(path, s string) {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		require.NoError(t, err)

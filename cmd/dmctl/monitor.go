@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/dmlaunch/dmlaunch/internal/printable"
 	"github.com/dmlaunch/dmlaunch/internal/qmp"
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 	"github.com/dmlaunch/dmlaunch/internal/term"
 	"github.com/go-delve/liner"
 	"github.com/spf13/pflag"
@@ -130,14 +130,14 @@ func runMonitor(e *env, fs *pflag.FlagSet, args []string) error {
 		}
 		if rec.QMP == "" {
 			return monitorFailure(e, exitMonitorNotSent, "domain %d was launched in %s mode and has no dmlaunch QMP socket; libxl's is /var/run/xen/qmp-libxl-%d: dmctl monitor --qmp /var/run/xen/qmp-libxl-%d %d (one client at a time: libxl may hold it)",
-				rec.Domid, printable.String(rec.Mode), rec.Domid, rec.Domid, rec.Domid)
+				rec.Domid, shellquote.Visible(rec.Mode), rec.Domid, rec.Domid, rec.Domid)
 		}
 		path, qemuPID = rec.QMP, rec.QEMUPID
 	}
 	// A QEMU that cannot answer is said to be so at once, not after the
 	// timeout: its socket would accept and then say nothing.
 	if why := whyNotAnswering(qemuPID); why != "" {
-		return monitorFailure(e, exitMonitorNotSent, "QMP socket %s: %s; nothing was sent", printable.String(path), why)
+		return monitorFailure(e, exitMonitorNotSent, "QMP socket %s: %s; nothing was sent", shellquote.Visible(path), why)
 	}
 	m, err := qmp.Dial(path, qmp.Options{Timeout: timeout, MaxReply: maxReply})
 	if err != nil {
@@ -164,7 +164,7 @@ func runMonitor(e *env, fs *pflag.FlagSet, args []string) error {
 		home, _ := os.UserHomeDir()
 		hist = filepath.Join(home, ".dmctl_history")
 	}
-	return monitorShell(e, m, hist, printable.String(args[0]), fail)
+	return monitorShell(e, m, hist, shellquote.Visible(args[0]), fail)
 }
 
 // exchangeFailure reports a session that broke: what broke, whether the
@@ -172,12 +172,12 @@ func runMonitor(e *env, fs *pflag.FlagSet, args []string) error {
 func exchangeFailure(e *env, path string, qemuPID int, err error) error {
 	var xe *qmp.ExchangeError
 	if !errors.As(err, &xe) {
-		return monitorFailure(e, exitMonitorNoReply, "QMP socket %s: %v", printable.String(path), err)
+		return monitorFailure(e, exitMonitorNoReply, "QMP socket %s: %v", shellquote.Visible(path), err)
 	}
 	if xe.PeerPID > 0 {
 		qemuPID = xe.PeerPID
 	}
-	msg := fmt.Sprintf("QMP socket %s: %v", printable.String(path), err)
+	msg := fmt.Sprintf("QMP socket %s: %v", shellquote.Visible(path), err)
 	if why := whyNotAnswering(qemuPID); why != "" {
 		msg += "; " + why
 	}
@@ -200,12 +200,12 @@ func commandFailure(e *env, line string, err error) (code int, ok bool) {
 	var qe *qmp.Error
 	switch {
 	case errors.As(err, &he):
-		fmt.Fprintf(e.stderr, "dmctl monitor: %s: %s", printable.String(line), hmpText(he.Output))
+		fmt.Fprintf(e.stderr, "dmctl monitor: %s: %s", shellquote.Visible(line), hmpText(he.Output))
 		if !strings.HasSuffix(he.Output, "\n") {
 			fmt.Fprintln(e.stderr)
 		}
 	case errors.As(err, &qe):
-		fmt.Fprintf(e.stderr, "dmctl monitor: %s: %s\n", printable.String(line), printable.String(qe.Error()))
+		fmt.Fprintf(e.stderr, "dmctl monitor: %s: %s\n", shellquote.Visible(line), shellquote.Visible(qe.Error()))
 	default:
 		return 0, false
 	}
@@ -213,10 +213,18 @@ func commandFailure(e *env, line string, err error) (code int, ok bool) {
 }
 
 // hmpText is QEMU's output as it goes to a terminal: Unix line ends, and
-// control characters escaped (output such as "info name" repeats what a
-// guest's configuration said).
+// control characters other than newline and tab escaped (output such as
+// "info name" repeats what a guest's configuration said).
 func hmpText(out string) string {
-	return printable.Text(strings.ReplaceAll(out, "\r\n", "\n"))
+	lines := strings.Split(strings.ReplaceAll(out, "\r\n", "\n"), "\n")
+	for i, line := range lines {
+		fields := strings.Split(line, "\t")
+		for j, f := range fields {
+			fields[j] = shellquote.Visible(f)
+		}
+		lines[i] = strings.Join(fields, "\t")
+	}
+	return strings.Join(lines, "\n")
 }
 
 func runHMP(e *env, m qmp.Monitor, line string) error {
@@ -364,7 +372,7 @@ func monitorShell(e *env, m qmp.Monitor, histPath, domain string, fail func(erro
 			case errors.As(err, &he):
 				fmt.Fprint(e.stdout, hmpText(he.Output))
 			case errors.As(err, &qe):
-				fmt.Fprintf(e.stdout, "error: %s\n", printable.String(qe.Error()))
+				fmt.Fprintf(e.stdout, "error: %s\n", shellquote.Visible(qe.Error()))
 			default:
 				// Out of step with QEMU: a later reply could be
 				// taken for the next command's.

@@ -213,3 +213,16 @@ func TestParseSize(t *testing.T) {
 		assert.Error(t, err, in)
 	}
 }
+
+func TestHMPTextEscapesControlCharacters(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"VM status: running\r\n", "VM status: running\n"},
+		{"a\tb\r\nc\r\n", "a\tb\nc\n"},
+		{"web\x1b]0;owned\x07\r\n", `web\x1b]0;owned\x07` + "\n"},
+		{"bare\rcr\r\n", `bare\rcr` + "\n"},
+		{"\u202eevil\r\n", `\xe2\x80\xaeevil` + "\n"},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, hmpText(tt.in), "%q", tt.in)
+	}
+}

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/dmlaunch/dmlaunch/internal/printable"
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 	"github.com/dmlaunch/dmlaunch/internal/term"
 )
 
@@ -173,7 +173,7 @@ func (c *Console) keep(chunk []byte) {
 			return
 		}
 		c.launch.Logf("console log %s is written again; %d console bytes were lost (%s)",
-			printable.String(c.LogPath), c.lostNow, reason(c.lastErr))
+			shellquote.Visible(c.LogPath), c.lostNow, reason(c.lastErr))
 		c.lostNow = 0
 	}
 	n, err := c.log.Write(chunk)
@@ -185,7 +185,7 @@ func (c *Console) keep(chunk []byte) {
 		if c.lostNow == 0 {
 			c.lastErr = err
 			c.launch.Logf("console log %s: %s; console bytes are being lost (counted, and reported when QEMU exits)",
-				printable.String(c.LogPath), reason(err))
+				shellquote.Visible(c.LogPath), reason(err))
 		}
 		c.lostNow += missed
 	}
@@ -214,7 +214,7 @@ func (c *Console) reopenIfRotated() {
 	f, err := c.openLog("console log continues after rotation")
 	if err != nil {
 		c.launch.Logf("console log %s was rotated and cannot be reopened (%s); still writing to the rotated file",
-			printable.String(c.LogPath), reason(err))
+			shellquote.Visible(c.LogPath), reason(err))
 		return
 	}
 	c.log.Close()
@@ -259,7 +259,7 @@ func (c *Console) Lost() (int64, error) {
 func (c *Console) Summary() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := fmt.Sprintf("%d console bytes in %s", c.kept, printable.String(c.LogPath))
+	s := fmt.Sprintf("%d console bytes in %s", c.kept, shellquote.Visible(c.LogPath))
 	if c.reopens > 0 {
 		s += fmt.Sprintf(" (%d since it was reopened after rotation, %d in rotated files)", c.keptHere, c.kept-c.keptHere)
 	}

@@ -55,7 +55,7 @@ func openQEMUSide(t *testing.T, c *Console) *os.File {
 	return qemu
 }
 
-var headerLine = regexp.MustCompile(`^=== dmlaunch \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: domain 5 \("web\\n1"\), launcher pid 4242: console log starts ===\n`)
+var headerLine = regexp.MustCompile(`^=== dmlaunch \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: domain 5 \(web\\n1\), launcher pid 4242: console log starts ===\n`)
 
 func TestRelayKeepsEveryByteAndCarriesInput(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "console.log")

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/dmlaunch/dmlaunch/internal/printable"
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 )
 
 // Header is a line the launcher writes into a console log: when a launch's
@@ -25,7 +25,7 @@ func Header(t time.Time, domid int, name string, launcherPID int, event string) 
 		name = "-"
 	}
 	return fmt.Sprintf("=== dmlaunch %s: domain %d (%s), launcher pid %d: %s ===\n",
-		t.UTC().Format(time.RFC3339), domid, printable.String(name), launcherPID, event)
+		t.UTC().Format(time.RFC3339), domid, shellquote.Visible(name), launcherPID, event)
 }
 
 var anyHeader = regexp.MustCompile(`(?:\A|\n)=== dmlaunch [^\n]* ===\n`)
@@ -59,7 +59,7 @@ func LaunchTail(path string, launcherPID int, n int64) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", printable.String(path))
+		return nil, fmt.Errorf("%s is not a regular file", shellquote.Visible(path))
 	}
 	return LaunchTailOf(f, fi.Size(), launcherPID, n)
 }
