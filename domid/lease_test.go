@@ -369,6 +369,9 @@ func Test64ConcurrentProcessesGetDistinctDomids(t *testing.T) {
 }
 
 func TestSIGKILLedAllocatorsNeverCorruptState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a stress test of 128 killed processes: skipped under -short")
+	}
 	dir := filepath.Join(t.TempDir(), "state")
 	const procs, rounds = 16, 8
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
