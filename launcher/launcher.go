@@ -66,8 +66,10 @@ type Plan struct {
 	// they pass through whatever the settings and the state directory
 	// say, so that a mistake there never stops the host's own services.
 	Backend bool
-	// Ignored are the settings problems a backend passed through
-	// despite; its launch logs them once.
+	// Ignored are the settings problems that do not concern this launch:
+	// all of them for a backend, which passes through whatever they say;
+	// for a guest, those of settings its mode does not use. The launch
+	// logs them once, so that the operator hears of them.
 	Ignored []*SettingError
 	// In a debug mode: the debug port's address, the console log and the
 	// launcher's QMP socket, as the supervisor will set them up.
@@ -278,7 +280,7 @@ func (p *Plan) settingsProblems(widest scope) error {
 		if concerns {
 			mine = append(mine, prob)
 		} else if widest == scopeGDB {
-			p.Notes = append(p.Notes, "setting not used by this launch, left as it is: "+prob.Error())
+			p.Ignored = append(p.Ignored, prob)
 		}
 	}
 	return settingsError(mine)
@@ -357,7 +359,8 @@ func (p *Plan) Subject() string {
 	if p == nil {
 		return ""
 	}
-	// The name is the guest's choice: nothing in it may break the line.
+	// The name is the guest's choice: nothing in it may break the line
+	// (escaped as the console log's header has it).
 	name := shellquote.Visible(p.Name)
 	if name == "" {
 		name = "-"
@@ -405,7 +408,7 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "config:  %s\n", shellquote.Word(p.Config.File))
 	}
 	if len(p.Ignored) > 0 {
-		fmt.Fprintf(w, "ignored: %s (a %s always passes through)\n", settingsError(p.Ignored), p.backendKind())
+		fmt.Fprintf(w, "ignored: %s (%s)\n", shellquote.Visible(settingsError(p.Ignored).Error()), p.whyIgnored())
 	}
 	finalArgv, applied := p.Argv, p.Applied
 	if p.Mode != ModePassThrough {
@@ -641,13 +644,21 @@ func Report(w io.Writer, p *Plan, err error) {
 	io.WriteString(w, line+"\n")
 }
 
-// logIgnored writes, once, the settings problems a backend passes
-// through despite.
+// whyIgnored says why the Ignored problems do not stop the launch.
+func (p *Plan) whyIgnored() string {
+	if p.Backend {
+		return "a " + p.backendKind() + " always passes through"
+	}
+	return "not used by a " + p.Mode + " launch"
+}
+
+// logIgnored writes, on one line, the settings problems the launch goes
+// on despite.
 func (p *Plan) logIgnored(w io.Writer) {
 	if len(p.Ignored) == 0 {
 		return
 	}
-	io.WriteString(w, "dmlaunch: "+p.subjectPrefix()+"a "+p.backendKind()+" always passes through; settings ignored: "+
+	io.WriteString(w, "dmlaunch: "+p.subjectPrefix()+p.whyIgnored()+"; settings ignored: "+
 		shellquote.Visible(settingsError(p.Ignored).Error())+"; dmlaunch(8) lists every setting\n")
 }
 
@@ -661,7 +672,6 @@ func (p *Plan) recorded() bool {
 // execs the real QEMU in place. It returns only on failure. A backend
 // passes through even when the state directory cannot be used, saying so.
 func (p *Plan) Launch(stderr io.Writer) error {
-	p.logIgnored(stderr)
 	self, err := proc.Self()
 	if err != nil {
 		return err
@@ -779,6 +789,7 @@ func Main(in Inputs, stdout io.Writer, stderr *os.File) int {
 		p.Describe(stdout)
 		return 0
 	}
+	p.logIgnored(stderr)
 	if p.Mode != ModePassThrough {
 		if in.InheritedFDs == nil {
 			in.InheritedFDs = InheritedFDs()

@@ -189,7 +189,7 @@ func TestSettingsAndDirectoryDamage(t *testing.T) {
 						assert.Equal(t, 0, r.status)
 						assert.Equal(t, 0, dry.status, "the dry run agrees: %s", dry.stderr)
 						assert.NotContains(t, r.stderr, "internal error")
-						if l.backend && tc.settings {
+						if tc.settings {
 							assert.Equal(t, 1, strings.Count(r.stderr, "settings ignored: "), "the settings problem is logged once")
 							cell = "runs, logs the problem"
 						}
