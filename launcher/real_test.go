@@ -20,11 +20,11 @@ import (
 
 // realRun runs dmlaunch in front of a real QEMU, logging the exact command
 // line when anything fails.
-func realRun(t *testing.T, qemu string, args []string, extra []*os.File, timeout time.Duration) (stdout, stderr string, status int) {
+func realRun(t *testing.T, qemu string, args []string, extra []*os.File, timeout time.Duration, env ...string) (stdout, stderr string, status int) {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "state")
 	cmd := exec.Command(dmlaunchBin, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_QEMU=" + qemu}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_QEMU=" + qemu}, env...)
 	cmd.ExtraFiles = extra
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -107,6 +107,50 @@ func TestToolstackShapesAcceptedByXenQEMU(t *testing.T) {
 			}
 			assert.Contains(t, stderr, "dmlaunch: ", "the launch was logged")
 			assert.Contains(t, stderr, ": "+inv.Kind+", ")
+		})
+	}
+}
+
+// With the settings file damaged (/dev/zero), the real Xen QEMU still
+// answers queries and gets the toolstack's probe and disk backends, while
+// guests' launches are refused before QEMU runs.
+func TestDamagedSettingsStopOnlyGuestsBeforeXenQEMU(t *testing.T) {
+	qemu := realtest.Need(t, realtest.QEMUXen)[0]
+	damaged := "DMLAUNCH_CONFIG=/dev/zero"
+	stdout, stderr, status := realRun(t, qemu, []string{"-version"}, nil, 30*time.Second, damaged)
+	assert.Equal(t, 0, status)
+	assert.Contains(t, stdout, "QEMU emulator version")
+	assert.Contains(t, stderr, "dmlaunch: query: a query always passes through; settings ignored: DMLAUNCH_CONFIG=\"/dev/zero\"")
+
+	stdout, _, status = realRun(t, qemu, []string{"-machine", "help"}, nil, 30*time.Second, damaged)
+	assert.Equal(t, 0, status)
+	assert.Contains(t, stdout, "xenpv")
+
+	for _, inv := range toolstack.Invocations {
+		t.Run(inv.Name, func(t *testing.T) {
+			var extra []*os.File
+			if inv.NeedsFD() {
+				l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "qmp"), Net: "unix"})
+				require.NoError(t, err)
+				defer l.Close()
+				f, err := l.File()
+				require.NoError(t, err)
+				defer f.Close()
+				extra = []*os.File{f}
+			}
+			dir := t.TempDir()
+			disk := filepath.Join(dir, "disk.img")
+			require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o644))
+			_, stderr, status := realRun(t, qemu, inv.Expand("3", dir, disk, disk), extra, 30*time.Second, damaged)
+			if inv.Kind == "probe" || inv.Kind == "qdisk" {
+				assert.Equal(t, 1, status, "QEMU's own status")
+				assert.Contains(t, stderr, "failed to initialize xen", "QEMU ran")
+				assert.Equal(t, 1, strings.Count(stderr, "settings ignored: "))
+				return
+			}
+			assert.Equal(t, ExitBadInput, status)
+			assert.NotContains(t, stderr, "failed to initialize xen", "QEMU never ran")
+			assert.Contains(t, stderr, `DMLAUNCH_CONFIG="/dev/zero" (environment) is not a regular file`)
 		})
 	}
 }
