@@ -10,7 +10,7 @@ import (
 )
 
 func TestStateFormatRoundTrip(t *testing.T) {
-	st := State{Version: 1, Next: 42,
+	st := State{Version: formatVersion, Next: 42, Boot: "0b7e0a5e-1c5b-4c41-9d33-2a3c0f1e1a11",
 		Leases: []Lease{
 			{Domid: 5, Kind: "hvm", Name: `web "one" two`, Holder: proc.Identity{PID: 123, StartTime: 456}, Allocated: true, Since: time.Unix(1700000000, 5).UTC()},
 			{Domid: 6, Kind: "manual", Since: time.Unix(0, 0).UTC()},
@@ -35,6 +35,9 @@ func TestStateFormatRejectsDamage(t *testing.T) {
 		"open quote":     formatHeader + "\nlease 5 \"hvm 1 2 0 0 \"\"\n",
 		"truncated line": formatHeader + "\nlease 5 \"hvm\" 1 2 0 17",
 		"bad reap time":  formatHeader + "\nreaped soon\n",
+		"no end line":    formatHeader + "\nnext 3\nlease 5 \"hvm\" 1 2 0 17 \"\"\n",
+		"after the end":  formatHeader + "\nnext 3\nend\nnext 4\n",
+		"old JSON":       `{"version":1,"next":2,"leases":[]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := unmarshalState([]byte(text))
@@ -55,4 +58,22 @@ func FuzzStateFormat(f *testing.F) {
 		require.NoError(t, err, "what was read must be writable and readable again")
 		assert.Equal(t, st.marshal(), again.marshal())
 	})
+}
+
+func TestVersion1FilesAreRead(t *testing.T) {
+	st, err := unmarshalState([]byte(formatV1 + "\nnext 3\nlease 5 \"hvm\" 1 2 0 17 \"\"\n"))
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.Version, "the caller merges a version 1 file with the registry: it may be cut short")
+	assert.Len(t, st.Leases, 1)
+}
+
+func TestSalvageKeepsWholeLines(t *testing.T) {
+	good := State{Next: 9, Leases: []Lease{{Domid: 4, Kind: "hvm", Holder: proc.Identity{PID: 7, StartTime: 8}, Since: time.Unix(1, 0).UTC()}},
+		Released: []Released{{Domid: 3, At: 12}}}.marshal()
+	damaged := append([]byte("\x00\x01garbage\n"), good[:len(good)-10]...) // no header, cut short
+	st := salvage(damaged)
+	assert.Equal(t, 9, st.Next)
+	require.Len(t, st.Leases, 1)
+	assert.Equal(t, 4, st.Leases[0].Domid)
+	assert.Equal(t, []Released{{Domid: 3, At: 12}}, st.Released)
 }

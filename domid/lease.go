@@ -4,16 +4,19 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/internal/statedir"
 	"golang.org/x/sys/unix"
 )
@@ -67,6 +70,12 @@ type State struct {
 	// Reaped is when every holder was last checked (CLOCK_MONOTONIC
 	// seconds); 0 for never.
 	Reaped float64 `json:"reaped"`
+	// Boot is the kernel's boot id when the file was written: monotonic
+	// times and process identities from another boot mean nothing.
+	Boot string `json:"boot,omitempty"`
+	// Damage says what was wrong with the file, for a state rebuilt from
+	// the registry by a reader that may not repair it (List, Peek).
+	Damage string `json:"damage,omitempty"`
 }
 
 // Allocator hands out domids for launches that carry none. Every change
@@ -77,6 +86,9 @@ type Allocator struct {
 	Dir          string
 	History      string        // libxl's domid-history; "" to ignore
 	ReuseTimeout time.Duration // how long a freed domid stays unused
+	// Warn is told, in one line, of each repair: a damaged or missing
+	// lease file rebuilt, leftovers removed. nil says nothing.
+	Warn func(msg string)
 }
 
 // NewAllocator uses libxl's defaults; LIBXL_DOMID_REUSE_TIMEOUT, read by
@@ -115,18 +127,34 @@ var ErrExhausted = errors.New("no free domid: every guest domid is leased or was
 // ErrNotLeased is returned when releasing a domid nobody holds.
 var ErrNotLeased = errors.New("domid is not leased")
 
+// LiveHolderError refuses to release by hand a domid whose holder still
+// runs: another launch could then be given the domid of a running domain.
+type LiveHolderError struct{ Lease Lease }
+
+func (e *LiveHolderError) Error() string {
+	return fmt.Sprintf("domain %d is held by process %d, a %s device model running since %s; stop it and its lease ends by itself (--force releases it anyway)",
+		e.Lease.Domid, e.Lease.Holder.PID, e.Lease.Kind, e.Lease.Since.Format(time.RFC3339))
+}
+
 // Request asks for a lease. Domid < 0 asks the allocator to choose.
 type Request struct {
 	Domid  int
 	Kind   string
 	Name   string
 	Holder proc.Identity
+	// Commit, if set, runs under the lease lock once the domid is
+	// decided and before the lease is saved; an error gives the lease up.
+	// A launch writes its registry record here, so that no moment exists
+	// when its lease is saved but its record, from which a lost lease
+	// file is rebuilt, is not.
+	Commit func(Lease) error
 }
 
 // Acquire records a lease: on the given domid, refusing one already held
 // for the same kind, or on a free domid it chooses.
 func (a *Allocator) Acquire(req Request) (Lease, error) {
 	var out Lease
+	var recorded error // refused, with the lease file repaired all the same
 	err := a.update(false, func(st *State, now float64) error {
 		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
 		if req.Domid >= 0 {
@@ -134,6 +162,14 @@ func (a *Allocator) Acquire(req Request) (Lease, error) {
 			st.dropDead(now, conflicts)
 			if i := slices.IndexFunc(st.Leases, conflicts); i >= 0 {
 				return &HeldError{st.Leases[i]}
+			}
+			// A lease file that lost the lease (an old copy put back)
+			// still has the registry: a live launch recorded for this
+			// domid and kind holds it. Costs one open for a new domain.
+			if held, ok := a.recordedHolder(req.Domid, req.Kind); ok && held.Holder != req.Holder {
+				st.Leases = append(st.Leases, held)
+				recorded = &HeldError{held}
+				return nil
 			}
 		} else {
 			// A lease whose holder died since the last full reap keeps
@@ -146,34 +182,61 @@ func (a *Allocator) Acquire(req Request) (Lease, error) {
 			l.Domid, l.Allocated = d, true
 			st.Next = d + 1
 		}
+		if req.Commit != nil {
+			if err := req.Commit(l); err != nil {
+				return err
+			}
+		}
 		st.Leases = append(st.Leases, l)
 		out = l
 		return nil
 	})
+	if err == nil && recorded != nil {
+		return Lease{}, recorded
+	}
 	return out, err
 }
 
 // Peek tells which domid Acquire would choose now, changing nothing.
 func (a *Allocator) Peek() (int, error) {
-	st, err := a.read()
-	if err != nil {
-		return 0, err
-	}
 	now := monotonic()
+	st := a.view(now)
 	a.tidy(&st, now, false) // as Acquire would
 	return a.choose(&st, now)
 }
 
-// Release frees every lease on domid held by holder, or by anyone when
-// holder is the zero Identity.
+// Release frees every lease on domid held by holder (a launch giving up
+// its own lease).
 func (a *Allocator) Release(domid int, holder proc.Identity) error {
+	return a.release(domid, func(l Lease) (bool, error) { return l.Holder == holder, nil })
+}
+
+// Free releases a domid by hand (dmctl domid release): a lease taken by
+// hand, or one whose holder is gone. A live holder's lease is refused
+// with a *LiveHolderError unless force is set.
+func (a *Allocator) Free(domid int, force bool) error {
+	return a.release(domid, func(l Lease) (bool, error) {
+		if !force && l.Holder.PID != 0 && l.Holder.Alive() {
+			return false, &LiveHolderError{l}
+		}
+		return true, nil
+	})
+}
+
+func (a *Allocator) release(domid int, which func(Lease) (bool, error)) error {
 	return a.update(false, func(st *State, now float64) error {
-		kept := st.Leases[:0]
+		kept := make([]Lease, 0, len(st.Leases))
 		found := false
 		for _, l := range st.Leases {
-			if l.Domid == domid && (holder == (proc.Identity{}) || l.Holder == holder) {
-				found = true
-				continue
+			if l.Domid == domid {
+				drop, err := which(l)
+				if err != nil {
+					return err
+				}
+				if drop {
+					found = true
+					continue
+				}
 			}
 			kept = append(kept, l)
 		}
@@ -186,9 +249,20 @@ func (a *Allocator) Release(domid int, holder proc.Identity) error {
 	})
 }
 
-// List returns the state with dead holders' leases reaped (and the reaping
-// saved, so their domids start cooling down now).
+// List returns the leases with dead holders' leases left out, and
+// recently freed domids. It writes nothing, not even the lock file: a
+// damaged or missing lease file is rebuilt in memory (State.Damage says
+// why) and repaired by the next launch.
 func (a *Allocator) List() (State, error) {
+	now := monotonic()
+	st := a.view(now)
+	a.tidy(&st, now, true)
+	return st, nil
+}
+
+// Reap checks every holder now, releases the leases of those that died,
+// and removes leftovers of writers that were killed (dmctl prune).
+func (a *Allocator) Reap() (State, error) {
 	var out State
 	err := a.update(true, func(st *State, now float64) error {
 		out = *st
@@ -226,11 +300,38 @@ func (a *Allocator) choose(st *State, now float64) (int, error) {
 	}
 	for i := 0; i <= LastGuest-FirstGuest; i++ {
 		d := FirstGuest + (start-FirstGuest+i)%(LastGuest-FirstGuest+1)
-		if !busy[d] {
-			return d, nil
+		if busy[d] {
+			continue
 		}
+		// The registry has the last word: a live launch recorded for d
+		// holds it even when the lease file has lost its lease (a file
+		// restored from a copy, a lease released by force). Its lease
+		// is put back.
+		if held, ok := a.recordedHolder(d, ""); ok {
+			st.Leases = append(st.Leases, held)
+			continue
+		}
+		return d, nil
 	}
 	return 0, ErrExhausted
+}
+
+// recordedHolder looks for a live launch of domid d in the registry: of
+// the given kind, or of any kind (backends too) for kind "". It costs a
+// failed open(2) or two for a domid nobody recorded.
+func (a *Allocator) recordedHolder(d int, kind string) (Lease, bool) {
+	files := []string{registry.FileName(d, ""), registry.FileName(d, "qdisk")}
+	if kind != "" {
+		files = []string{registry.FileName(d, kind)}
+	}
+	for _, name := range files {
+		s, err := registry.ReadSummary(filepath.Join(a.Dir, name), -1)
+		if err != nil || kind != "" && s.Kind != kind || !s.Launcher.Alive() {
+			continue
+		}
+		return leaseOf(s), true
+	}
+	return Lease{}, false
 }
 
 // recentHistory reads libxl's domid-history: "<monotonic seconds> <domid>"
@@ -245,7 +346,7 @@ func (a *Allocator) recentHistory(now float64) map[int]bool {
 		return out
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(io.LimitReader(f, maxHistory))
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) != 2 {
@@ -266,7 +367,7 @@ func (a *Allocator) recentHistory(now float64) map[int]bool {
 func (st *State) release(domid int, now float64) {
 	for i := range st.Released {
 		if st.Released[i].Domid == domid {
-			st.Released[i].At = now
+			st.Released[i].At = max(st.Released[i].At, now)
 			return
 		}
 	}
@@ -274,14 +375,16 @@ func (st *State) release(domid int, now float64) {
 }
 
 // tidy reaps dead holders' leases when fullReap asks for it or a reap is
-// due, and forgets expired releases.
-func (a *Allocator) tidy(st *State, now float64, fullReap bool) {
-	if fullReap || st.reapDue(now) {
+// due, and forgets expired releases. It reports whether it reaped.
+func (a *Allocator) tidy(st *State, now float64, fullReap bool) bool {
+	reaped := fullReap || st.reapDue(now)
+	if reaped {
 		st.dropDead(now, func(Lease) bool { return true })
 		sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
 		st.Reaped = now
 	}
 	a.forget(st, now)
+	return reaped
 }
 
 // dropDead turns the leases picked by which whose holders are gone into
@@ -319,15 +422,16 @@ func (st *State) reapDue(now float64) bool {
 }
 
 // update runs fn on the state under the lock and saves the result, after
-// tidying it (see tidy).
+// tidying it (see tidy). A lease file that cannot be trusted is set aside
+// and rebuilt first (see heal).
 func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error) error {
 	if err := statedir.Ensure(a.Dir); err != nil {
 		return err
 	}
 	lockPath := filepath.Join(a.Dir, lockFile)
-	lock, err := unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	lock, err := unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("open lease lock %s: %w", lockPath, err)
+		return &StateError{lockPath, "cannot be opened", err}
 	}
 	defer unix.Close(lock) // closing drops the flock, as does dying
 	for {
@@ -337,38 +441,246 @@ func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("lock %s: %w", lockPath, err)
-	}
-	st, err := a.read()
-	if err != nil {
-		return err
+		return &StateError{lockPath, "cannot be locked", err}
 	}
 	now := monotonic()
-	a.tidy(&st, now, fullReap)
+	st := a.heal(now)
+	if a.tidy(&st, now, fullReap) {
+		// Once per full reap, not per launch: finding leftovers costs a
+		// read of the whole directory.
+		a.removeLeftovers()
+	}
 	if err := fn(&st, now); err != nil {
 		return err
 	}
 	return a.write(st)
 }
 
-func (a *Allocator) read() (State, error) {
-	st := State{Version: 1, Next: FirstGuest}
-	b, err := atomicfile.ReadSmall(filepath.Join(a.Dir, LeaseFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return st, err
+// StateError is a lease file or lock that cannot be used at all (a full
+// or read-only state directory). A launch that carries its own domid goes
+// on without its lease.
+type StateError struct {
+	Path string
+	What string
+	Err  error
+}
+
+func (e *StateError) Error() string { return fmt.Sprintf("%s %s: %v", e.Path, e.What, e.Err) }
+func (e *StateError) Unwrap() error { return e.Err }
+
+func (a *Allocator) path() string { return filepath.Join(a.Dir, LeaseFile) }
+
+// load reads the lease file. damage says why the file cannot be trusted
+// ("" when it can, or when it is missing: missing is true then); the
+// state returned is then what could be salvaged from it.
+func (a *Allocator) load() (st State, damage string, missing bool) {
+	b, err := atomicfile.ReadNoFollow(a.path(), maxLeaseFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return State{Version: formatVersion, Next: FirstGuest}, "", true
+	case errors.Is(err, unix.ELOOP):
+		return State{Version: formatVersion, Next: FirstGuest}, "it is a symbolic link", false
+	case err != nil:
+		return State{Version: formatVersion, Next: FirstGuest}, err.Error(), false
 	}
 	st, err = unmarshalState(b)
 	if err != nil {
-		return st, fmt.Errorf("lease file %s is damaged (%v); move it aside to start afresh", filepath.Join(a.Dir, LeaseFile), err)
+		return salvage(b), err.Error(), false
 	}
-	return st, nil
+	if st.Version < formatVersion {
+		// Version 1 had no end line: a file cut short read as whole.
+		return st, "", false
+	}
+	return st, "", false
+}
+
+// view is the state as a reader that writes nothing sees it: the file,
+// or what heal would rebuild.
+func (a *Allocator) view(now float64) State {
+	st, damage, missing := a.load()
+	if damage == "" && !missing && st.Version == formatVersion {
+		st.sameBoot(bootID())
+		return st
+	}
+	st, _ = a.rebuild(st, now)
+	switch {
+	case damage != "":
+		st.Damage = fmt.Sprintf("lease file %s is damaged (%s); shown rebuilt from the registry, the next launch repairs it", a.path(), damage)
+	case missing:
+		st.Damage = ""
+	default:
+		st.Damage = fmt.Sprintf("lease file %s is from an older dmlaunch; shown with the registry's launches, the next launch upgrades it", a.path())
+	}
+	return st
+}
+
+// heal returns the state, repairing the lease file's trouble under the
+// lock: a file that cannot be trusted is kept aside as
+// domids.damaged.<time> and the state rebuilt from what is true (see
+// rebuild); one from an older version is merged with the registry too, as
+// it may be cut short; a missing one is rebuilt from the registry (the
+// first launch, or a file moved or removed by hand).
+func (a *Allocator) heal(now float64) State {
+	st, damage, missing := a.load()
+	if damage == "" && !missing && st.Version == formatVersion {
+		st.sameBoot(bootID())
+		return st
+	}
+	st, found := a.rebuild(st, now)
+	switch {
+	case damage != "":
+		aside := a.path() + ".damaged." + time.Now().UTC().Format("20060102T150405.000000000Z")
+		kept := "kept as " + aside
+		if err := os.Rename(a.path(), aside); err != nil {
+			kept = "could not be kept aside (" + err.Error() + ")"
+			_ = os.RemoveAll(a.path()) // it is replaced below either way
+		}
+		a.warn(fmt.Sprintf("lease file %s is damaged (%s); %s; rebuilt from %s", a.path(), damage, kept, found))
+	case missing && found.records > 0:
+		a.warn(fmt.Sprintf("lease file %s is missing; rebuilt from %s", a.path(), found))
+	case !missing:
+		a.warn(fmt.Sprintf("lease file %s is from an older dmlaunch; upgraded, with %s", a.path(), found))
+	}
+	return st
+}
+
+func (a *Allocator) warn(msg string) {
+	if a.Warn != nil {
+		a.Warn(msg)
+	}
+}
+
+// sources counts what a rebuild found, for its log line.
+type sources struct{ records, live, salvaged, bad int }
+
+func (s sources) String() string {
+	out := fmt.Sprintf("%d registry records (%d of them live launches, leased again; the rest cooling down)", s.records, s.live)
+	if s.salvaged > 0 {
+		out += fmt.Sprintf(", %d leases of live holders read from the old file", s.salvaged)
+	}
+	if s.bad > 0 {
+		out += fmt.Sprintf(", %d records unreadable (see dmctl list)", s.bad)
+	}
+	return out + " and libxl's domid history"
+}
+
+// rebuild makes a state from what is true now. Every registry record of a
+// device model names its launcher by pid and start time: a live one
+// holds its domid again, a dead one's domid cools down as if just freed
+// (its domain may have just gone). Leases salvaged from the old file are
+// kept while their holders live (or were taken by hand); libxl's domid
+// history is read by every allocation anyway.
+func (a *Allocator) rebuild(old State, now float64) (State, sources) {
+	st := State{Version: formatVersion, Next: old.Next, Boot: bootID(), Reaped: now}
+	var found sources
+	held := map[Lease]bool{}
+	add := func(l Lease) {
+		key := Lease{Domid: l.Domid, Kind: l.Kind, Holder: l.Holder}
+		if !held[key] {
+			held[key] = true
+			st.Leases = append(st.Leases, l)
+		}
+	}
+	sameBoot := old.Boot == "" || old.Boot == st.Boot
+	for _, l := range old.Leases {
+		if l.Domid < 0 || l.Domid > LastGuest {
+			continue
+		}
+		if l.Holder.PID == 0 || sameBoot && l.Holder.Alive() {
+			add(l)
+			found.salvaged++
+		}
+	}
+	if sameBoot {
+		for _, r := range old.Released {
+			if r.At <= now {
+				st.release(r.Domid, r.At)
+			}
+		}
+	}
+	records, bad := registry.Summaries(a.Dir)
+	found.bad = len(bad)
+	for _, s := range records {
+		if s.Qdisk {
+			continue // backends take no lease (recordedHolder sees them)
+		}
+		found.records++
+		if s.Launcher.Alive() {
+			found.live++
+			add(leaseOf(s))
+		} else {
+			st.release(s.Domid, now)
+		}
+	}
+	sort.Slice(st.Leases, func(i, j int) bool { return st.Leases[i].Domid < st.Leases[j].Domid })
+	return st, found
+}
+
+// leaseOf is the lease a live registry record stands for. Whether its
+// domid was allocated is not recorded; it shows as given.
+func leaseOf(s registry.Summary) Lease {
+	return Lease{Domid: s.Domid, Kind: s.Kind, Name: s.Name, Holder: s.Launcher, Since: time.Now().UTC()}
+}
+
+// sameBoot drops what a state from an earlier boot cannot mean now: its
+// monotonic times and its holders' identities. Leases taken by hand stay
+// until released.
+func (st *State) sameBoot(boot string) {
+	if st.Boot == boot || boot == "" {
+		return
+	}
+	if st.Boot != "" {
+		kept := st.Leases[:0]
+		for _, l := range st.Leases {
+			if l.Holder.PID == 0 {
+				kept = append(kept, l)
+			}
+		}
+		st.Leases, st.Released, st.Reaped = kept, nil, 0
+	}
+	st.Boot = boot
+}
+
+// removeLeftovers removes the temporary files of writers killed between
+// creating and renaming them (atomicfile names them after their pid).
+func (a *Allocator) removeLeftovers() {
+	removed, _ := atomicfile.RemoveLeftovers(a.Dir)
+	if len(removed) > 0 {
+		a.warn(fmt.Sprintf("removed %d temporary files left by killed writers in %s", len(removed), a.Dir))
+	}
 }
 
 func (a *Allocator) write(st State) error {
-	return atomicfile.Write(filepath.Join(a.Dir, LeaseFile), st.marshal(), 0o600)
+	st.Damage = ""
+	if err := atomicfile.Write(a.path(), st.marshal(), 0o600); err != nil {
+		return &StateError{a.path(), "cannot be written", err}
+	}
+	return nil
+}
+
+// Limits on what is read, so a file that grows without end cannot stall
+// a launch: the lease file holds at most one line of about 100 bytes per
+// guest domid, libxl's history one short line per recent domain.
+const (
+	maxLeaseFile = 8 << 20
+	maxHistory   = 4 << 20
+)
+
+var bootOnce struct {
+	sync.Once
+	id string
+}
+
+// bootID is the kernel's id of this boot ("" if it cannot be read), read
+// once per process.
+func bootID() string {
+	bootOnce.Do(func() {
+		b, err := atomicfile.ReadNoFollow("/proc/sys/kernel/random/boot_id", 64)
+		if err == nil {
+			bootOnce.id = strings.TrimSpace(string(b))
+		}
+	})
+	return bootOnce.id
 }
 
 func monotonic() float64 {

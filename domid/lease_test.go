@@ -79,6 +79,18 @@ func helperChurn() {
 	}
 }
 
+// read is the lease file as it is, for tests; a damaged one is an error.
+func (a *Allocator) read() (State, error) {
+	st, damage, missing := a.load()
+	switch {
+	case damage != "":
+		return st, errors.New(damage)
+	case missing:
+		return st, os.ErrNotExist
+	}
+	return st, nil
+}
+
 func testAllocator(t *testing.T) *Allocator {
 	a := NewAllocator(filepath.Join(t.TempDir(), "state"))
 	a.History = ""

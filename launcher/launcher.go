@@ -79,6 +79,9 @@ type Plan struct {
 	// Received is the command line as the launcher received it, for
 	// reports of internal errors.
 	Received []string
+	// warnings is the toolstack's log, for repairs of the state
+	// directory made on the way (a lease file rebuilt).
+	warnings io.Writer
 }
 
 // Inputs are what the process was started with.
@@ -339,7 +342,13 @@ func (p *Plan) selected() bool {
 }
 
 func (p *Plan) allocator() *domid.Allocator {
-	return NewAllocator(p.Config.StateDir, EnvLookup(p.Env))
+	a := NewAllocator(p.Config.StateDir, EnvLookup(p.Env))
+	if p.warnings != nil {
+		a.Warn = func(msg string) {
+			fmt.Fprintf(p.warnings, "dmlaunch: %s%s\n", p.subjectPrefix(), shellquote.Visible(msg))
+		}
+	}
+	return a
 }
 
 // NewAllocator is the lease allocator of a state directory, with libxl's
@@ -677,18 +686,33 @@ func (p *Plan) Launch(stderr io.Writer) error {
 		return err
 	}
 	var lease *domid.Lease
+	var rec *registry.Record
 	if p.Kind.TakesLease() && !p.Backend {
-		l, err := p.takeLease(self)
+		// The record is written under the lease lock, before the lease
+		// is saved: a lease file rebuilt from the registry never misses
+		// this launch.
+		l, err := p.acquire(self, func(l domid.Lease) error {
+			r := registry.Record{
+				Domid: l.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
+				Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
+			}
+			if err := p.writeRecord(r, true); err != nil {
+				return err
+			}
+			rec = &r
+			return nil
+		})
 		if err != nil {
-			return p.Explain(err)
+			return p.undo(nil, rec, p.Explain(err))
 		}
 		lease = &l
 	}
-	var rec *registry.Record
-	if prob := p.Config.StateDirProblem(); prob != nil && p.recorded() {
+	switch prob := p.Config.StateDirProblem(); {
+	case lease != nil: // recorded under the lease lock
+	case prob != nil && p.recorded():
 		// Only a backend gets here (the problem refuses the others).
 		io.WriteString(stderr, "dmlaunch: "+p.subjectPrefix()+"no registry record, passing through anyway: "+prob.Name+" is unusable (above), so the state directory is unknown\n")
-	} else if p.recorded() {
+	case p.recorded():
 		r := registry.Record{
 			Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
 			Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
@@ -732,7 +756,13 @@ func (p *Plan) writeRecord(r registry.Record, haveLease bool) error {
 // takeLease records the launch's hold on its domid, or allocates one for
 // a launch that carries none; holder's death ends it.
 func (p *Plan) takeLease(holder proc.Identity) (domid.Lease, error) {
-	req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: holder}
+	return p.acquire(holder, nil)
+}
+
+// acquire is takeLease with commit run under the lease lock once the
+// domid is known (see domid.Request.Commit).
+func (p *Plan) acquire(holder proc.Identity, commit func(domid.Lease) error) (domid.Lease, error) {
+	req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: holder, Commit: commit}
 	if p.HasDomid {
 		req.Domid = p.Domid
 	}
@@ -790,6 +820,7 @@ func Main(in Inputs, stdout io.Writer, stderr *os.File) int {
 		return 0
 	}
 	p.logIgnored(stderr)
+	p.warnings = stderr
 	if p.Mode != ModePassThrough {
 		if in.InheritedFDs == nil {
 			in.InheritedFDs = InheritedFDs()

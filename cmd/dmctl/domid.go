@@ -5,35 +5,41 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/domid"
-	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
 )
 
 func allocator(e *env) *domid.Allocator {
-	return launcher.NewAllocator(e.stateDir, os.LookupEnv)
+	a := launcher.NewAllocator(e.stateDir, os.LookupEnv)
+	a.Warn = func(msg string) { fmt.Fprintf(e.stderr, "dmctl: %s\n", msg) }
+	return a
 }
 
 func init() {
 	register(&command{
 		name:  "domid",
-		args:  "alloc [--name NAME] | release DOMID | ls [--json]",
+		args:  "alloc [--name NAME] | release DOMID [--force] | ls [--json]",
 		short: "manage domid leases",
 		long: `alloc     lease a free guest domid and print it; it stays leased until released
-release   free a domid leased by hand (or one whose holder you know is gone)
+release   free a domid leased by hand, or one whose holder is gone; a domid
+          whose holder still runs is refused unless --force is given
 ls        list leases and recently freed domids that are still cooling down
+          (reads only: nothing is created or changed)
 
 Leases live in <state dir>/domids, changed under a lock. A freed domid is
 not handed out again for LIBXL_DOMID_REUSE_TIMEOUT seconds (default 60), and
-domids in libxl's /var/run/xen/domid-history are skipped likewise.`,
+domids in libxl's /var/run/xen/domid-history are skipped likewise. A lease
+file that is damaged or missing is rebuilt by the next launch from the
+registry records of live launches (the damaged file is kept as
+domids.damaged.<time>); ls shows the rebuilt view and says so.`,
 		example: "  dmctl domid alloc --name test-vm\n  dmctl domid ls\n  dmctl domid release 5",
 		flags: func(fs *pflag.FlagSet) {
 			fs.String("name", "", "alloc: a `NAME` to record with the lease")
 			fs.Bool("json", false, "ls: print JSON")
+			fs.Bool("force", false, "release: free the domid even though its holder still runs")
 		},
 		run: runDomid,
 	})
@@ -64,7 +70,8 @@ func runDomid(e *env, fs *pflag.FlagSet, args []string) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
-		return a.Release(d, proc.Identity{})
+		force, _ := fs.GetBool("force")
+		return a.Free(d, force)
 	case "ls":
 		if len(args) != 1 {
 			return usagef("ls takes no arguments")
@@ -73,13 +80,16 @@ func runDomid(e *env, fs *pflag.FlagSet, args []string) error {
 		if err != nil {
 			return err
 		}
+		if st.Damage != "" {
+			fmt.Fprintf(e.stderr, "dmctl domid ls: %s\n", cell(st.Damage))
+		}
 		if j, _ := fs.GetBool("json"); j {
 			enc := json.NewEncoder(e.stdout)
 			enc.SetIndent("", "  ")
 			return enc.Encode(st)
 		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "DOMID\tSTATE\tKIND\tNAME\tHOLDER\tSINCE")
+		var t table
+		t.add("DOMID", "STATE", "KIND", "NAME", "HOLDER", "SINCE")
 		for _, l := range st.Leases {
 			holder := "by hand"
 			if l.Holder.PID != 0 {
@@ -89,14 +99,14 @@ func runDomid(e *env, fs *pflag.FlagSet, args []string) error {
 			if l.Allocated {
 				state = "leased"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", l.Domid, state, l.Kind, dash(l.Name), holder, l.Since.Local().Format(time.DateTime))
+			t.add(strconv.Itoa(l.Domid), state, l.Kind, dash(l.Name), holder, l.Since.Local().Format(time.DateTime))
 		}
 		for _, r := range st.Released {
 			if left := a.CoolingUntil(r); left > 0 {
-				fmt.Fprintf(tw, "%d\tcooling (%ds left)\t-\t-\t-\t-\n", r.Domid, int(left.Seconds()+0.5))
+				t.add(strconv.Itoa(r.Domid), fmt.Sprintf("cooling (%ds left)", int(left.Seconds()+0.5)), "-", "-", "-", "-")
 			}
 		}
-		return tw.Flush()
+		return t.write(e.stdout)
 	}
 	return usagef("unknown domid action %q; use alloc, release or ls", args[0])
 }

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
@@ -18,7 +18,12 @@ func init() {
 		args:  "[--json]",
 		short: "list the device models dmlaunch launched",
 		long: `One line per registry record in the state directory. A record whose launcher
-is gone (its pid no longer runs with the same start time) is shown as stale.`,
+is gone (its pid no longer runs with the same start time) is shown as stale;
+dmctl prune removes those. A record that cannot be read (damaged, oversized,
+a symbolic link, a device, another user's file) is named on standard error
+and skipped; the others are listed. Control characters in names and paths
+are shown escaped (\t, \n, \x1b), so each launch stays on one line.
+Reads only: nothing in the state directory is created or changed.`,
 		example: "  dmctl list\n  dmctl list --json | jq '.[] | select(.stale | not) | .domid'",
 		flags: func(fs *pflag.FlagSet) {
 			fs.Bool("json", false, "print JSON, one object per launch")
@@ -43,10 +48,14 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 	if len(args) > 0 {
 		return usagef("takes no arguments")
 	}
-	entries, err := inventory.List(e.stateDir)
+	listing, err := inventory.Scan(e.stateDir)
 	if err != nil {
 		return err
 	}
+	for _, bad := range listing.Bad {
+		fmt.Fprintf(e.stderr, "dmctl list: skipped: %s\n", cell(bad.Error()))
+	}
+	entries := listing.Entries
 	if j, _ := fs.GetBool("json"); j {
 		if entries == nil {
 			entries = []inventory.Entry{}
@@ -55,17 +64,25 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMID\tNAME\tKIND\tMODE\tQEMU PID\tUPTIME\tGDB\tCONSOLE\tSTATE")
+	var t table
+	t.add("DOMID", "NAME", "KIND", "MODE", "QEMU PID", "UPTIME", "GDB", "CONSOLE", "STATE")
+	stale := 0
 	for _, en := range entries {
 		state, uptime := "running", time.Since(en.Started).Truncate(time.Second).String()
 		if en.Stale {
 			state, uptime = "stale", "-"
+			stale++
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", en.Domid, dash(en.Name), en.Kind, en.Mode,
-			en.QEMUPID, uptime, dash(en.GDB), dash(en.ConsolePTY), state)
+		t.add(strconv.Itoa(en.Domid), dash(en.Name), en.Kind, en.Mode,
+			strconv.Itoa(en.QEMUPID), uptime, dash(en.GDB), dash(en.ConsolePTY), state)
 	}
-	return tw.Flush()
+	if err := t.write(e.stdout); err != nil {
+		return err
+	}
+	if stale > 0 {
+		fmt.Fprintf(e.stderr, "dmctl list: %d stale records (their launcher is gone); dmctl prune removes them\n", stale)
+	}
+	return nil
 }
 
 func runArgv(e *env, _ *pflag.FlagSet, args []string) error {

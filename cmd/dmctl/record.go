@@ -8,15 +8,17 @@ import (
 )
 
 // lookup finds the live launch of a domain, or says why there is none.
+// Other domains' records, readable or not, do not matter.
 func lookup(e *env, arg string) (inventory.Entry, error) {
 	d, err := domid.Parse(domid.Candidate{Source: "argument", Value: arg})
 	if err != nil {
 		return inventory.Entry{}, usagef("%v", err)
 	}
-	entries, err := inventory.Find(e.stateDir, d)
+	listing, err := inventory.Scan(e.stateDir)
 	if err != nil {
 		return inventory.Entry{}, err
 	}
+	entries, bad := listing.Find(d)
 	var stale *inventory.Entry
 	for i, en := range entries {
 		if en.Kind == "qdisk" {
@@ -28,8 +30,11 @@ func lookup(e *env, arg string) (inventory.Entry, error) {
 		stale = &entries[i]
 	}
 	if stale != nil {
-		return *stale, fmt.Errorf("domain %d: its launcher (pid %d) is gone; the record %s is stale (a new launch replaces it)",
+		return *stale, fmt.Errorf("domain %d: its launcher (pid %d) is gone; the record %s is stale (dmctl prune removes it; a new launch replaces it)",
 			d, stale.Launcher.PID, stale.Path)
+	}
+	if len(bad) > 0 {
+		return inventory.Entry{}, fmt.Errorf("domain %d: %v", d, bad[0])
 	}
 	return inventory.Entry{}, fmt.Errorf("domain %d: no launch recorded in %s; dmctl list shows what dmlaunch started", d, e.stateDir)
 }

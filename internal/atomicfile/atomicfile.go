@@ -2,9 +2,11 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,4 +129,74 @@ func ReadSmall(path string) ([]byte, error) {
 			return buf, nil
 		}
 	}
+}
+
+// ReadNoFollow reads a small file as ReadSmall does, but refuses a
+// symbolic link (the error wraps ELOOP), does not block on a FIFO, and
+// stops with an error past limit bytes, so that a device or a file that
+// grows without end cannot stall the reader.
+func ReadNoFollow(path string, limit int) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, min(4096, limit+1))
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > limit {
+				return nil, &os.PathError{Op: "read", Path: path, Err: ErrTooLarge}
+			}
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):min(cap(buf), limit+1)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		short := len(buf)+n < min(cap(buf), limit+1)
+		buf = buf[:len(buf)+n]
+		if len(buf) > limit {
+			return nil, &os.PathError{Op: "read", Path: path, Err: ErrTooLarge}
+		}
+		// A short read is the end of a regular file (see ReadSmall); of
+		// a FIFO or device it is all there is for now, which is enough
+		// to refuse it.
+		if n == 0 || short {
+			return buf, nil
+		}
+	}
+}
+
+// ErrTooLarge is a file over the size its reader accepts.
+var ErrTooLarge = errors.New("file is larger than expected")
+
+// RemoveLeftovers removes the "<name>.new.<pid>.*" files of writers that
+// died between creating and renaming them, and returns their names. A
+// file whose writer still runs is left alone.
+func RemoveLeftovers(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	var removed []string
+	for _, n := range names {
+		_, rest, ok := strings.Cut(n, ".new.")
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, ".")
+		pid, perr := strconv.Atoi(pidText)
+		if perr != nil || pid <= 0 || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		if unix.Unlink(filepath.Join(dir, n)) == nil {
+			removed = append(removed, n)
+		}
+	}
+	return removed, err
 }

@@ -9,22 +9,26 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 )
 
-// Read loads one record.
-func Read(path string) (registry.Record, error) {
+// Read loads one record, refusing what registry.ReadFile refuses (a
+// symbolic link, a device or FIFO, an oversized file, another user's
+// file); owner is the state directory's owner, or -1 for any.
+func Read(path string, owner int) (registry.Record, []byte, error) {
 	var r registry.Record
-	b, err := os.ReadFile(path)
+	b, err := registry.ReadFile(path, owner)
 	if err != nil {
-		return r, err
+		return r, nil, err
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("registry record %s: %w", path, err)
+		return r, b, &registry.BadRecordError{Path: path, Reason: fmt.Sprintf("is damaged (%v); dmctl prune --bad removes it", err)}
 	}
-	return r, nil
+	if d, _, _ := registry.ParseName(filepath.Base(path)); d != r.Domid {
+		return r, b, &registry.BadRecordError{Path: path, Reason: fmt.Sprintf("names domain %d; dmctl prune --bad removes it", r.Domid)}
+	}
+	return r, b, nil
 }
 
 // Entry is a record as found, with whether its launcher still runs.
@@ -32,51 +36,113 @@ type Entry struct {
 	registry.Record
 	Path  string `json:"path"`
 	Stale bool   `json:"stale"`
+	// raw is the file's content, to remove it only while unchanged.
+	raw []byte
 }
 
-// List reads every record, sorted by domid. A missing directory is an
-// empty registry.
+// Listing is every record of a state directory: those that could be
+// read, and those that could not, each error naming its file.
+type Listing struct {
+	Entries []Entry
+	Bad     []*registry.BadRecordError
+	// Owner is the state directory's owner, whose records are trusted.
+	Owner int
+}
+
+// List reads every record that can be read, sorted by domid; see Scan.
 func List(dir string) ([]Entry, error) {
-	names, err := os.ReadDir(dir)
+	l, err := Scan(dir)
+	return l.Entries, err
+}
+
+// Scan reads every record, sorted by domid. One bad record does not stop
+// the others: it is reported in Listing.Bad. A missing directory is an
+// empty registry; an unreadable one is an error.
+func Scan(dir string) (Listing, error) {
+	out := Listing{Owner: -1}
+	f, err := os.Open(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return out, nil
 	}
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	var out []Entry
-	for _, de := range names {
-		n := de.Name()
-		if !strings.HasSuffix(n, ".json") || n[0] < '0' || n[0] > '9' {
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return out, err
+	}
+	if out.Owner, err = registry.Owner(dir); err != nil {
+		return out, err
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if _, _, ok := registry.ParseName(n); !ok {
 			continue
 		}
 		path := filepath.Join(dir, n)
-		r, err := Read(path)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // removed while we listed
-			}
-			return out, err
+		r, raw, err := Read(path, out.Owner)
+		var bad *registry.BadRecordError
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue // removed while we listed
+		case errors.As(err, &bad):
+			out.Bad = append(out.Bad, bad)
+			continue
+		case err != nil:
+			out.Bad = append(out.Bad, &registry.BadRecordError{Path: path, Reason: "cannot be read: " + err.Error()})
+			continue
 		}
-		out = append(out, Entry{Record: r, Path: path, Stale: !r.Launcher.Alive()})
+		out.Entries = append(out.Entries, Entry{Record: r, Path: path, Stale: !r.Launcher.Alive(), raw: raw})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Domid != out[j].Domid {
-			return out[i].Domid < out[j].Domid
+	sort.SliceStable(out.Entries, func(i, j int) bool {
+		a, b := out.Entries[i], out.Entries[j]
+		if a.Domid != b.Domid {
+			return a.Domid < b.Domid
 		}
-		return out[i].Kind < out[j].Kind
+		return a.Kind < b.Kind
 	})
 	return out, nil
 }
 
-// Find returns the records for one domid.
+// Find returns the records for one domid; see Listing.Find.
 func Find(dir string, domid int) ([]Entry, error) {
-	all, err := List(dir)
+	l, err := Scan(dir)
+	entries, _ := l.Find(domid)
+	return entries, err
+}
+
+// Find returns the records for one domid, and the bad records whose name
+// says they are that domid's.
+func (l Listing) Find(domid int) ([]Entry, []*registry.BadRecordError) {
 	var out []Entry
-	for _, e := range all {
+	for _, e := range l.Entries {
 		if e.Domid == domid {
 			out = append(out, e)
 		}
 	}
-	return out, err
+	var bad []*registry.BadRecordError
+	for _, b := range l.Bad {
+		if d, _, _ := registry.ParseName(filepath.Base(b.Path)); d == domid {
+			bad = append(bad, b)
+		}
+	}
+	return out, bad
+}
+
+// RemoveStale removes a stale entry's record, and its QMP socket, unless a
+// new launch has replaced the record since it was read.
+func (l Listing) RemoveStale(e Entry) (bool, error) {
+	if !e.Stale {
+		return false, nil
+	}
+	removed, err := registry.RemoveIfUnchanged(e.Path, e.raw, l.Owner)
+	if removed && e.QMP != "" && filepath.Dir(e.QMP) == filepath.Dir(e.Path) {
+		// Only a socket in the state directory itself: the path comes
+		// from a file, and dmctl removes nothing else on its word.
+		if fi, err := os.Lstat(e.QMP); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(e.QMP)
+		}
+	}
+	return removed, err
 }

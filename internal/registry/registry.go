@@ -5,7 +5,6 @@
 package registry
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -44,10 +43,38 @@ func FileName(domid int, kind string) string {
 	return strconv.Itoa(domid) + ".json"
 }
 
-// Write stores the record atomically, readable by its owner only.
+// Write stores the record atomically, readable by its owner only. It
+// replaces the record of an earlier launch of the same domid and kind,
+// and removes the other kind's record for the domid if its launcher is
+// gone (a stale record costs the next launch of its domid one open).
 func Write(dir string, r Record) (string, error) {
 	path := filepath.Join(dir, FileName(r.Domid, r.Kind))
-	return path, atomicfile.Write(path, r.appendJSON(make([]byte, 0, 1024)), 0o600)
+	if err := atomicfile.Write(path, r.appendJSON(make([]byte, 0, 1024)), 0o600); err != nil {
+		return path, err
+	}
+	other := "qdisk"
+	if r.Kind == "qdisk" {
+		other = ""
+	}
+	_, _ = RemoveStale(filepath.Join(dir, FileName(r.Domid, other)), -1)
+	return path, nil
+}
+
+// RemoveStale removes the record at path if its launcher is gone, and
+// says whether it did. A record that cannot be read is left alone.
+func RemoveStale(path string, owner int) (bool, error) {
+	b, err := ReadFile(path, owner)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+		return false, err
+	}
+	s, err := ParseSummary(b)
+	if err != nil || s.Launcher.Alive() {
+		return false, nil
+	}
+	return RemoveIfUnchanged(path, b, owner)
 }
 
 // Remove deletes the record of a launch, but only while it is still the
@@ -55,15 +82,6 @@ func Write(dir string, r Record) (string, error) {
 // replaced it.
 func Remove(dir string, r Record) error {
 	path := filepath.Join(dir, FileName(r.Domid, r.Kind))
-	cur, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(cur, r.appendJSON(nil)) {
-		return nil
-	}
-	return os.Remove(path)
+	_, err := RemoveIfUnchanged(path, r.appendJSON(nil), -1)
+	return err
 }

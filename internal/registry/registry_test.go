@@ -2,6 +2,10 @@ package registry
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,4 +51,87 @@ func FuzzEncoding(f *testing.F) {
 		require.NoError(t, json.Unmarshal(ref, &want))
 		assert.Equal(t, want, got)
 	})
+}
+
+func TestParseSummaryReadsWhatEncodingJSONReads(t *testing.T) {
+	r := sample()
+	indented, err := json.MarshalIndent(r, "", "  ")
+	require.NoError(t, err)
+	for name, b := range map[string][]byte{"appendJSON": r.appendJSON(nil), "encoding/json, indented": indented} {
+		t.Run(name, func(t *testing.T) {
+			s, err := ParseSummary(b)
+			require.NoError(t, err)
+			assert.Equal(t, Summary{Domid: r.Domid, Kind: r.Kind, Name: r.Name, Launcher: r.Launcher}, s)
+		})
+	}
+	for name, text := range map[string]string{
+		"truncated":   string(r.appendJSON(nil)[:60]),
+		"no launcher": `{"domid":3,"kind":"hvm"}`,
+		"not json":    "garbage",
+		"deep":        `{"domid":3,"kind":"hvm","launcher":{"pid":1},"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
+		"trailing":    `{"domid":3,"kind":"hvm","launcher":{"pid":1}} {}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseSummary([]byte(text))
+			assert.Error(t, err)
+		})
+	}
+}
+
+func FuzzParseSummary(f *testing.F) {
+	f.Add("plain", "a b", 5)
+	f.Add("\xff\xfe bad utf-8 \xed\xa0\x80", "\u2028\"\\", 0)
+	f.Fuzz(func(t *testing.T, name, arg string, domid int) {
+		r := sample()
+		r.Name, r.Argv, r.Domid = name, []string{arg, name}, max(domid, 0)
+		var want Record
+		require.NoError(t, json.Unmarshal(r.appendJSON(nil), &want))
+		s, err := ParseSummary(r.appendJSON(nil))
+		require.NoError(t, err)
+		assert.Equal(t, Summary{Domid: want.Domid, Kind: want.Kind, Name: want.Name, Launcher: want.Launcher}, s)
+	})
+}
+
+func TestReadFileRefusesWhatIsNotARecord(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "1.json")
+	require.NoError(t, os.WriteFile(good, sample().appendJSON(nil), 0o600))
+	link := filepath.Join(dir, "2.json")
+	require.NoError(t, os.Symlink("/dev/zero", link))
+	fifo := filepath.Join(dir, "3.json")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	big := filepath.Join(dir, "4.json")
+	require.NoError(t, os.WriteFile(big, make([]byte, MaxSize+1), 0o600))
+	loose := filepath.Join(dir, "5.json")
+	require.NoError(t, os.WriteFile(loose, nil, 0o600))
+	require.NoError(t, os.Chmod(loose, 0o666))
+
+	_, err := ReadFile(good, os.Geteuid())
+	require.NoError(t, err)
+	for path, want := range map[string]string{link: "symbolic link", fifo: "not a regular file", big: "over the 4194304-byte limit", loose: "writable by others"} {
+		_, err := ReadFile(path, os.Geteuid())
+		var bad *BadRecordError
+		require.ErrorAs(t, err, &bad, path)
+		assert.Contains(t, err.Error(), want)
+	}
+	_, err = ReadFile(good, os.Geteuid()+1)
+	assert.ErrorContains(t, err, "is owned by uid", "another user's record is not trusted")
+	_, err = ReadFile(filepath.Join(dir, "9.json"), -1)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestParseName(t *testing.T) {
+	for name, want := range map[string]struct {
+		domid     int
+		qdisk, ok bool
+	}{
+		"5.json": {5, false, true}, "32751-qdisk.json": {32751, true, true}, "domids": {}, "5.json.new.1.2.x": {},
+		"-1.json": {}, "x.json": {}, ".json": {}, "123456.json": {},
+	} {
+		d, q, ok := ParseName(name)
+		assert.Equal(t, want, struct {
+			domid     int
+			qdisk, ok bool
+		}{d, q, ok}, name)
+	}
 }

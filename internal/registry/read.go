@@ -1,0 +1,194 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/dmlaunch/dmlaunch/internal/proc"
+	"golang.org/x/sys/unix"
+)
+
+// MaxSize bounds a record: argv and the paths of one launch fit many
+// times over (the kernel caps a command line at 2 MiB), and a file that
+// grows without end (a device, a runaway writer) is refused at this size.
+const MaxSize = 4 << 20
+
+// BadRecordError is a record file that cannot be trusted or read. Readers
+// report it by name and go on with the others.
+type BadRecordError struct {
+	Path   string
+	Reason string
+}
+
+func (e *BadRecordError) Error() string {
+	return fmt.Sprintf("registry record %s %s", e.Path, e.Reason)
+}
+
+// ParseName tells whether a directory entry is a record, and of which
+// domid: "<domid>.json" or "<domid>-qdisk.json" (FileName's names).
+func ParseName(name string) (domid int, qdisk, ok bool) {
+	stem, found := strings.CutSuffix(name, ".json")
+	if !found {
+		return 0, false, false
+	}
+	stem, qdisk = strings.CutSuffix(stem, "-qdisk")
+	if stem == "" || len(stem) > 5 || strings.TrimLeft(stem, "0123456789") != "" {
+		return 0, false, false
+	}
+	d, err := strconv.Atoi(stem)
+	return d, qdisk, err == nil
+}
+
+// ReadFile reads a record file without following a symbolic link and
+// without blocking on a FIFO or a device: only a regular file of at most
+// MaxSize bytes, owned by owner (the state directory's owner, the user
+// dmlaunch runs as) and writable by nobody else, is read. Anything else
+// is a *BadRecordError; a missing file is os.ErrNotExist.
+func ReadFile(path string, owner int) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	switch {
+	case err == unix.ELOOP:
+		return nil, &BadRecordError{path, "is a symbolic link; dmlaunch writes records itself, remove it"}
+	case err != nil:
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return nil, &BadRecordError{path, "is not a regular file; remove it"}
+	case owner >= 0 && int(st.Uid) != owner:
+		return nil, &BadRecordError{path, fmt.Sprintf("is owned by uid %d, not by uid %d that owns the state directory; dmlaunch did not write it, remove it", st.Uid, owner)}
+	case st.Mode&0o022 != 0:
+		return nil, &BadRecordError{path, fmt.Sprintf("has mode %04o, writable by others; remove it", st.Mode&0o777)}
+	case st.Size > MaxSize:
+		return nil, &BadRecordError{path, fmt.Sprintf("is %d bytes, over the %d-byte limit; remove it", st.Size, MaxSize)}
+	}
+	// Read one byte past the limit, whatever fstat said: the file may be
+	// growing.
+	buf := make([]byte, 0, st.Size+1)
+	for len(buf) <= MaxSize {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):min(cap(buf), MaxSize+1)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		short := len(buf)+n < min(cap(buf), MaxSize+1)
+		buf = buf[:len(buf)+n]
+		if n == 0 || short {
+			return buf, nil // a short read is the end of a regular file
+		}
+	}
+	return nil, &BadRecordError{path, fmt.Sprintf("grew past the %d-byte limit while read; remove it", MaxSize)}
+}
+
+// Owner is the uid that owns dir, whose records are trusted.
+func Owner(dir string) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return -1, &os.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	return int(st.Uid), nil
+}
+
+// Summary is what the lease allocator needs of a record: whose launch it
+// is, and whether that launch still runs.
+type Summary struct {
+	Path     string
+	Domid    int
+	Qdisk    bool
+	Kind     string
+	Name     string
+	Launcher proc.Identity
+}
+
+// ReadSummary reads one record's summary; see ReadFile for what is
+// refused. A record that does not parse, or whose domid is not the one in
+// its name, is a *BadRecordError.
+func ReadSummary(path string, owner int) (Summary, error) {
+	domid, qdisk, ok := ParseName(filepath.Base(path))
+	if !ok {
+		return Summary{}, &BadRecordError{path, "is not named <domid>.json"}
+	}
+	b, err := ReadFile(path, owner)
+	if err != nil {
+		return Summary{}, err
+	}
+	s, err := ParseSummary(b)
+	if err != nil {
+		return s, &BadRecordError{path, "is damaged (" + err.Error() + "); remove it"}
+	}
+	if s.Domid != domid {
+		return s, &BadRecordError{path, fmt.Sprintf("names domain %d; remove it", s.Domid)}
+	}
+	s.Path, s.Qdisk = path, qdisk
+	return s, nil
+}
+
+// Summaries reads every record in dir. Records that cannot be read are
+// returned as errors beside the others; a missing directory has none.
+func Summaries(dir string) ([]Summary, []error) {
+	f, err := os.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, []error{err}
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	var bad []error
+	if err != nil {
+		bad = append(bad, err)
+	}
+	owner, err := Owner(dir)
+	if err != nil {
+		return nil, append(bad, err)
+	}
+	var out []Summary
+	for _, n := range names {
+		if _, _, ok := ParseName(n); !ok {
+			continue
+		}
+		s, err := ReadSummary(filepath.Join(dir, n), owner)
+		switch {
+		case errors.Is(err, os.ErrNotExist): // removed while we read
+		case err != nil:
+			bad = append(bad, err)
+		default:
+			out = append(out, s)
+		}
+	}
+	return out, bad
+}
+
+// RemoveIfUnchanged removes a record only while it still holds data: a
+// launch may have replaced it since it was read.
+func RemoveIfUnchanged(path string, data []byte, owner int) (bool, error) {
+	cur, err := ReadFile(path, owner)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if string(cur) != string(data) {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
+}
