@@ -67,5 +67,10 @@ func TestSupervisedStepsInOrder(t *testing.T) {
 	assert.Less(t, index("open debug port"), index("start QEMU"), "a busy port stops the launch before QEMU starts")
 	assert.Less(t, index("start QEMU"), index("write record"))
 	assert.Less(t, index("serve debuggers"), index("wait for QEMU"))
-	assert.Equal(t, len(names)-1, index("report exit"))
+	assert.Less(t, index("raise core limit"), index("start QEMU"))
+	assert.Equal(t, index("start QEMU")+1, index("lower core limit"), "only QEMU gets the raised core limit")
+	assert.Less(t, index("wait for QEMU"), index("stop debuggers"))
+	assert.Less(t, index("stop debuggers"), index("keep core"), "a core is looked for once no debugger holds QEMU")
+	assert.Less(t, index("keep core"), index("report exit"), "the exit line says where the core is")
+	assert.Equal(t, len(names)-1, index("backtrace core"), "the slow backtrace comes last")
 }

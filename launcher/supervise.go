@@ -17,6 +17,7 @@ import (
 	"github.com/dmlaunch/dmlaunch/argv"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/console"
+	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/internal/shellquote"
@@ -61,13 +62,17 @@ var supervisedSteps = []Step{
 	{"open debug port", (*supervision).openDebugPort},
 	{"open console", (*supervision).openConsole},
 	{"final argv", (*supervision).finalArgv},
+	{"raise core limit", (*supervision).raiseCoreLimit},
 	{"start QEMU", (*supervision).startQEMU},
+	{"lower core limit", (*supervision).lowerCoreLimit},
 	{"write record", (*supervision).writeRecord},
 	{"announce", (*supervision).announce},
 	{"serve debuggers", (*supervision).serveDebuggers},
 	{"wait for QEMU", (*supervision).waitQEMU},
 	{"stop debuggers", (*supervision).stopDebuggersAfterExit},
+	{"keep core", (*supervision).keepCore},
 	{"report exit", (*supervision).reportExit},
+	{"backtrace core", (*supervision).backtraceCore},
 }
 
 // supervision is the state the steps share.
@@ -86,6 +91,13 @@ type supervision struct {
 	hold      *gdbwrap.Hold
 	server    *gdbwrap.Server
 	status    int
+	started   time.Time
+
+	// coreLimit is the RLIMIT_CORE QEMU got; crash is set when QEMU died
+	// of a core-dumping signal (crash.go).
+	coreLimit        coredump.Limit
+	restoreCoreLimit func() error
+	crash            *coredump.Crash
 
 	toldDumping bool
 	cleanups    []func()
@@ -232,6 +244,7 @@ func (s *supervision) startQEMU() error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, s.stderr
 	cmd.ExtraFiles = inheritedFiles(s.in.InheritedFDs)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Ptrace: hold}
+	s.started = time.Now()
 	qemu, err := startChild(cmd, hold)
 	// QEMU holds the toolstack's fds now (or never will): the launcher's
 	// copies would only keep them open behind QEMU's back.
@@ -361,7 +374,7 @@ func (s *supervision) waitQEMU() error {
 // kill sends QEMU SIGKILL, unless it is writing a core dump: SIGKILL
 // would cut the dump short. It then returns a timer to try again.
 func (s *supervision) kill() <-chan time.Time {
-	if coreDumping(s.qemu.pid()) {
+	if coredump.Dumping(s.qemu.pid()) {
 		if !s.toldDumping {
 			s.logf("QEMU (pid %d) is dumping core: SIGKILL waits until it is done", s.qemu.pid())
 			s.toldDumping = true
@@ -371,12 +384,6 @@ func (s *supervision) kill() <-chan time.Time {
 	s.releaseHold()
 	_ = s.qemu.process().Kill()
 	return nil
-}
-
-// coreDumping reads "CoreDumping: 1" from /proc/PID/status.
-func coreDumping(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	return err == nil && strings.Contains(string(b), "\nCoreDumping:\t1")
 }
 
 // stopDebuggersAfterExit gives gdbserver time to tell gdb how QEMU ended.
@@ -389,7 +396,11 @@ func (s *supervision) stopDebuggersAfterExit() error {
 func (s *supervision) reportExit() error {
 	s.cons.Drain()
 	s.status = s.qemu.exitStatus()
-	s.logf("QEMU (pid %d) %s; %s", s.qemu.pid(), describeStatus(s.qemu.status), s.cons.Summary())
+	how := "QEMU (pid " + strconv.Itoa(s.qemu.pid()) + ") " + describeStatus(s.qemu.status)
+	if s.crash != nil {
+		how = s.crash.Summary()
+	}
+	s.logf("%s; %s", how, s.cons.Summary())
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // freeBase returns a base port whose port for domid is free now.
@@ -54,6 +55,8 @@ func startSupervised(t *testing.T, qemu string, env []string, args []string, ext
 	}, env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	s.cmd.ExtraFiles = extra
+	// QEMU's working directory: a relative core_pattern puts cores there.
+	s.cmd.Dir = dir
 	require.NoError(t, s.cmd.Start())
 	go func() {
 		err := s.cmd.Wait()
@@ -138,6 +141,11 @@ func TestSupervisedPassesFDsAndExitStatus(t *testing.T) {
 		assert.Contains(t, allowed, fd, "fd %d (%s) leaked into QEMU", fd, r.FDs[fd])
 	}
 	assert.Equal(t, "5", r.Env["XEN_DOMAIN_ID"])
+	var own unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_CORE, &own))
+	if own.Max == unix.RLIM_INFINITY {
+		assert.Equal(t, uint64(unix.RLIM_INFINITY), r.CoreLimit, "QEMU's cores are kept whole")
+	}
 	// The serial port goes to the launcher's pty, and QEMU gets a QMP socket.
 	args := strings.Join(r.Argv, " ")
 	assert.Regexp(t, `-serial /dev/pts/\d+ `, args)

@@ -132,7 +132,7 @@ func runCrashes(e *env, fs *pflag.FlagSet, args []string) error {
 			core = "none: " + c.Note
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%s\t%s\n", c.Time.Local().Format(time.DateTime), c.Domid,
-			dash(coredump.Printable(c.Name)), c.PID, c.Signal, coredump.Printable(core), size)
+			dash(shellquote.Visible(c.Name)), c.PID, c.Signal, shellquote.Visible(core), size)
 	}
 	return tw.Flush()
 }
@@ -199,7 +199,7 @@ func runCoreGDB(e *env, fs *pflag.FlagSet, args []string) error {
 	gdb, _ := fs.GetString("gdb")
 	checkBinary(e.stderr, c)
 	if p, _ := fs.GetBool("print"); p {
-		fmt.Fprintf(e.stdout, "# Domain %d (%s): QEMU pid %d killed by %s at %s.\n", c.Domid, coredump.Printable(c.Name), c.PID, c.Signal, c.Time.Local().Format(time.DateTime))
+		fmt.Fprintf(e.stdout, "# Domain %d (%s): QEMU pid %d killed by %s at %s.\n", c.Domid, shellquote.Visible(c.Name), c.PID, c.Signal, c.Time.Local().Format(time.DateTime))
 		fmt.Fprintf(e.stdout, "%s\n", shellquote.Join(append([]string{gdb}, coreGDBArgs(c)...)))
 		return nil
 	}

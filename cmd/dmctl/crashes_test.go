@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,4 +186,40 @@ func TestDoctorCoreChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A domain's QEMU crashes under dmlaunch: dmctl lists the crash and opens
+// its core in gdb with the real QEMU.
+func TestCrashedDomainThroughDmctl(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdb")
+	pat, err := coredump.ReadPattern("/proc/sys")
+	require.NoError(t, err)
+	if pat.Kind() != coredump.ToFile {
+		t.Skipf("kernel.core_pattern %q is not a file pattern", pat.Raw)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDomain(t, state, 6, "console", "doomed", "doomed guest")
+	rec := d.record(t)
+	logDir := filepath.Dir(rec.ConsoleLog)
+	require.NoError(t, syscall.Kill(rec.QEMUPID, syscall.SIGSEGV))
+	select {
+	case <-d.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("dmlaunch did not exit")
+	}
+
+	out, err := exec.Command(dmctlBin, "crashes", "6", "--log-dir", logDir).Output()
+	require.NoError(t, err)
+	assert.Regexp(t, `\n\S+ \S+ +6 +doomed +\d+ +SIGSEGV +`+regexp.QuoteMeta(logDir)+`/dmlaunch-crash-6-doomed-\S+\.core +\d+\n`, string(out))
+
+	g := exec.Command(dmctlBin, "gdb", "6", "--core", "--log-dir", logDir)
+	g.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	g.Stdin = strings.NewReader("bt\n")
+	got, err := g.CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Contains(t, string(got), "Reading symbols from "+paths[0])
+	assert.Contains(t, string(got), "Program terminated with signal SIGSEGV")
+	assert.Contains(t, string(got), "in qemu_main_loop ()", "the main thread's frames are QEMU's")
+	assert.NotContains(t, string(got), "past end of file")
+	assert.NotContains(t, string(got), "warning: dmctl", "the binary is the one that crashed")
 }

@@ -76,6 +76,7 @@ func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, nam
 		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + logDir,
 		fmt.Sprintf("XEN_DOMAIN_ID=%d", domid), fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base)}
 	d.cmd.Stderr = d.stderr
+	d.cmd.Dir = t.TempDir() // where a relative core_pattern puts a core
 	require.NoError(t, d.cmd.Start())
 	go func() { _ = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {

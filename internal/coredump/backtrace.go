@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 )
 
 // Bounds on the backtrace the launcher adds to the toolstack's log: it
@@ -94,33 +96,9 @@ func readTrace(r io.Reader) Trace {
 			tr.Cut++
 			continue
 		}
-		tr.Lines = append(tr.Lines, Printable(line))
+		tr.Lines = append(tr.Lines, shellquote.Visible(line))
 	}
 	return tr
-}
-
-// Printable shows control characters (but tab) and bytes that are not UTF-8 as
-// \xNN, so that a line cannot forge log lines or terminal sequences.
-func Printable(s string) string {
-	clean := true
-	for i := 0; i < len(s); i++ {
-		if (s[i] < 0x20 && s[i] != '\t') || s[i] >= 0x7f {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range []byte(s) {
-		if (r < 0x20 && r != '\t') || r >= 0x7f {
-			fmt.Fprintf(&b, `\x%02x`, r)
-		} else {
-			b.WriteByte(r)
-		}
-	}
-	return b.String()
 }
 
 func withoutEnv(env []string, name string) []string {

@@ -89,6 +89,8 @@ type Crash struct {
 	// there is no core file here.
 	Core     string `json:"core,omitempty"`
 	CoreSize int64  `json:"core_size,omitempty"`
+	// CoreAllocated is the core's size on disk (it is sparse).
+	CoreAllocated int64 `json:"core_allocated,omitempty"`
 	// Whole is false for a core cut short (by a size limit, or a full
 	// disk).
 	Whole bool `json:"whole"`
@@ -193,7 +195,7 @@ func (c *Collector) Collect(l Launch, sig syscall.Signal, dumped bool) Crash {
 		}
 		cr.Core = keep(found, l.LogDir, base+".core")
 		if info, err := ReadCore(cr.Core); err == nil {
-			cr.CoreSize, cr.Whole = info.Size, info.Whole()
+			cr.CoreSize, cr.CoreAllocated, cr.Whole = info.Size, info.Allocated, info.Whole()
 		}
 	case ToHandler, ToSocket:
 		cr.Handler = pat.Handler()
@@ -321,9 +323,9 @@ func (cr Crash) Summary() string {
 	s := fmt.Sprintf("QEMU (pid %d) was killed by %s (%s)", cr.PID, cr.Signal, describeSignal(cr.SignalNumber))
 	switch {
 	case cr.Core != "" && cr.Whole:
-		return s + fmt.Sprintf(" and dumped core: %s (%s, whole); crash record %s", cr.Core, sizeText(cr.CoreSize), cr.Record)
+		return s + fmt.Sprintf(" and dumped core: %s (%s, %s on disk, whole); crash record %s", cr.Core, sizeText(cr.CoreSize), sizeText(cr.CoreAllocated), cr.Record)
 	case cr.Core != "":
-		return s + fmt.Sprintf(" and dumped core: %s (%s, CUT SHORT: raise DMLAUNCH_CORE_LIMIT); crash record %s", cr.Core, sizeText(cr.CoreSize), cr.Record)
+		return s + fmt.Sprintf(" and dumped core: %s (%s, %s on disk, CUT SHORT: raise DMLAUNCH_CORE_LIMIT); crash record %s", cr.Core, sizeText(cr.CoreSize), sizeText(cr.CoreAllocated), cr.Record)
 	case cr.Handler != "":
 		return s + "; core " + cr.Note + "; crash record " + cr.Record
 	}

@@ -99,11 +99,6 @@ func TestCoreSignal(t *testing.T) {
 	assert.Equal(t, "SIGSEGV", SignalName(syscall.SIGSEGV))
 }
 
-func TestPrintable(t *testing.T) {
-	assert.Equal(t, "#0  main () at vl.c:1", Printable("#0  main () at vl.c:1"))
-	assert.Equal(t, `a\x1b[2Jb\x0ac\xc3\xa9`, Printable("a\x1b[2Jb\nc\u00e9"))
-}
-
 // fakeProcSys makes a /proc/sys with the given kernel settings.
 func fakeProcSys(t *testing.T, pattern, usesPID, suid string) string {
 	dir := t.TempDir()
@@ -156,7 +151,7 @@ func TestHandlerPattern(t *testing.T) {
 func TestRecordIsJSON(t *testing.T) {
 	cr := Crash{Domid: 5, Name: "we\"ird\x01", Kind: "hvm", Mode: "console", QEMU: "/q", BuildID: "ab12", PID: 7,
 		Signal: "SIGSEGV", SignalNumber: 11, Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC),
-		Core: "/l/x.core", CoreSize: 123, Whole: true, Note: "n", Backtrace: 9, Record: filepath.Join(t.TempDir(), "r.json")}
+		Core: "/l/x.core", CoreSize: 123, CoreAllocated: 4096, Whole: true, Note: "n", Backtrace: 9, Record: filepath.Join(t.TempDir(), "r.json")}
 	require.NoError(t, cr.Save())
 	b, err := os.ReadFile(cr.Record)
 	require.NoError(t, err)

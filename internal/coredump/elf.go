@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // Just enough of ELF to tell a core from any other file, which process it
@@ -30,9 +31,10 @@ const (
 var ErrNotCore = errors.New("not an ELF core file")
 
 type elfFile struct {
-	typ      uint16
-	segments []segment
-	size     int64
+	typ       uint16
+	segments  []segment
+	size      int64
+	allocated int64
 }
 
 type segment struct {
@@ -67,6 +69,9 @@ func readELF(f *os.File) (*elfFile, error) {
 		return nil, err
 	}
 	e.size = fi.Size()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		e.allocated = st.Blocks * 512
+	}
 	return e, nil
 }
 
@@ -116,8 +121,9 @@ type CoreInfo struct {
 	// Command is the dumped thread's name (comm).
 	Command string
 	// Size is the file's size; Want the size the core needs to be whole
-	// (the end of its last written segment).
-	Size, Want int64
+	// (the end of its last written segment). Allocated is what it takes
+	// on disk: the kernel leaves pages never touched as holes.
+	Size, Want, Allocated int64
 }
 
 // Whole reports whether every segment the kernel meant to write is in the
@@ -139,7 +145,7 @@ func ReadCore(path string) (CoreInfo, error) {
 	if e.typ != etCore {
 		return CoreInfo{}, fmt.Errorf("%s: %w", path, ErrNotCore)
 	}
-	info := CoreInfo{Size: e.size}
+	info := CoreInfo{Size: e.size, Allocated: e.allocated}
 	for _, s := range e.segments {
 		if end := int64(s.offset + s.filesz); s.typ == ptLoad && end > info.Want {
 			info.Want = end

@@ -106,3 +106,14 @@ func Current() Limit {
 	}
 	return Limit(cur.Cur)
 }
+
+// Keep returns a function that puts this process's RLIMIT_CORE back as it
+// is now: the launcher raises the limit for QEMU alone, and the helpers it
+// starts later (gdbserver, strace, gdb) keep the toolstack's.
+func Keep() (restore func() error) {
+	var cur unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_CORE, &cur); err != nil {
+		return func() error { return err }
+	}
+	return func() error { return unix.Setrlimit(unix.RLIMIT_CORE, &cur) }
+}

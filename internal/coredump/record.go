@@ -35,6 +35,8 @@ func (cr Crash) appendJSON(b []byte) []byte {
 		b = appendField(b, "core", cr.Core)
 		b = append(b, `,"core_size":`...)
 		b = strconv.AppendInt(b, cr.CoreSize, 10)
+		b = append(b, `,"core_allocated":`...)
+		b = strconv.AppendInt(b, cr.CoreAllocated, 10)
 	}
 	b = append(b, `,"whole":`...)
 	b = strconv.AppendBool(b, cr.Whole)
