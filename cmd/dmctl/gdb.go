@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/internal/shellquote"
 	"github.com/spf13/pflag"
@@ -44,18 +46,13 @@ replaced since.`,
 	})
 }
 
-// gdbArgs are the gdb options that attach to the domain's debug port.
-func gdbArgs(rec inventory.Entry, local bool) []string {
-	var args []string
-	args = append(args, "-q")
+// gdbArgs are the gdb options that attach to target.
+func gdbArgs(rec inventory.Entry, target string, local bool) []string {
+	args := []string{"-q"}
 	if local {
 		args = append(args, "-ex", "set sysroot /")
 	}
-	if strings.Contains(rec.Mode, "gdb-wait") {
-		// The SIGCONT that released QEMU's start-up stop is reported once.
-		args = append(args, "-ex", "handle SIGCONT nostop noprint")
-	}
-	args = append(args, "-ex", "target remote "+rec.GDB)
+	args = append(args, "-ex", "target remote "+target)
 	if local {
 		args = append(args, rec.QEMU)
 	}
@@ -90,18 +87,61 @@ func runGDB(e *env, fs *pflag.FlagSet, args []string) error {
 		return fmt.Errorf("%s not found: install gdb, or use --print and debug from another machine", gdb)
 	}
 	// gdb takes over the terminal: exec, so nothing sits between.
-	return syscall.Exec(path, append([]string{path}, gdbArgs(rec, true)...), os.Environ())
+	return syscall.Exec(path, append([]string{path}, gdbArgs(rec, gdbwrap.LocalTarget(rec.GDB), true)...), os.Environ())
 }
 
 func printGDB(e *env, rec inventory.Entry, gdb, host string) {
-	ap, err := netip.ParseAddrPort(rec.GDB)
-	fmt.Fprintf(e.stdout, "# Domain %d (%s): QEMU pid %d, debug port %s, mode %s.\n", rec.Domid, rec.Name, rec.QEMUPID, rec.GDB, rec.Mode)
-	target := rec
-	if err == nil && ap.Addr().IsLoopback() {
-		port := strconv.Itoa(int(ap.Port()))
-		fmt.Fprintf(e.stdout, "# The port listens on loopback only. From another machine, forward it first:\n")
-		fmt.Fprintf(e.stdout, "#   ssh -N -L %s:127.0.0.1:%s root@%s &\n", port, port, host)
-		target.GDB = "127.0.0.1:" + port
+	for _, line := range printLines(rec, gdb, host) {
+		fmt.Fprintln(e.stdout, line)
 	}
-	fmt.Fprintf(e.stdout, "%s\n", shellquote.Join(append([]string{gdb}, gdbArgs(target, false)...)))
 }
+
+// printLines are --print's lines: comments that say where each command
+// runs (a forward over ssh first when the port is not reachable from
+// another machine), and one gdb command line, which works on this machine
+// too. Every value is shell-quoted; values in comments are Go-quoted, so
+// a name cannot end the comment.
+func printLines(rec inventory.Entry, gdb, host string) []string {
+	lines := []string{fmt.Sprintf("# Domain %d (%s): QEMU pid %d, debug port %s, mode %s.", rec.Domid, strconv.Quote(rec.Name), rec.QEMUPID, strconv.Quote(rec.GDB), strconv.Quote(rec.Mode))}
+	gdbLine := func(target string) string {
+		return shellquote.Join(append([]string{gdb}, gdbArgs(rec, target, false)...))
+	}
+	forward := func(spec string) string {
+		return "#   " + shellquote.Join([]string{"ssh", "-N", "-L", spec, "root@" + host}) + " &"
+	}
+	if path, ok := strings.CutPrefix(rec.GDB, gdbwrap.UnixTarget("")); ok {
+		port := strconv.Itoa(unixForwardBase + rec.Domid)
+		lines = append(lines,
+			"# The port is a unix socket, for root on this machine. From another machine, forward it first:",
+			forward(port+":"+path),
+			"# and there: "+gdbLine("127.0.0.1:"+port),
+			"# Here:",
+			gdbLine(rec.GDB))
+		return lines
+	}
+	ap, err := netip.ParseAddrPort(rec.GDB)
+	if err != nil {
+		return append(lines, gdbLine(rec.GDB))
+	}
+	port := strconv.Itoa(int(ap.Port()))
+	switch addr := ap.Addr().Unmap(); {
+	case addr.IsLoopback():
+		lines = append(lines,
+			"# The port listens on loopback only. From another machine, forward it first:",
+			forward(port+":"+netip.AddrPortFrom(addr, ap.Port()).String()))
+		return append(lines, gdbLine("127.0.0.1:"+port))
+	case addr.IsUnspecified():
+		remote := net.JoinHostPort(host, port)
+		lines = append(lines,
+			"# The port listens on every address; from a machine on a network in DMLAUNCH_GDB_ALLOW:",
+			"#   "+gdbLine(remote),
+			"# Here:")
+		return append(lines, gdbLine(gdbwrap.LocalTarget(rec.GDB)))
+	}
+	lines = append(lines, "# From a machine on a network in DMLAUNCH_GDB_ALLOW, and here:")
+	return append(lines, gdbLine(rec.GDB))
+}
+
+// unixForwardBase is the local port --print suggests for forwarding a
+// domain's unix socket: the default base port, plus the domid.
+const unixForwardBase = 1234
