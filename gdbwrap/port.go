@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -68,8 +69,13 @@ func UnixSocketPath(stateDir string, domid int) string {
 	return filepath.Join(stateDir, strconv.Itoa(domid)+".gdb")
 }
 
-// UnixTarget is gdb's name for a unix socket: "target remote unix::PATH".
-func UnixTarget(path string) string { return "unix::" + path }
+// UnixTarget is gdb's name for a unix socket: the path itself. gdb (8.3
+// and later) connects to a socket when "target remote" names one; the
+// "unix::PATH" form is gdbserver's, for listening.
+func UnixTarget(path string) string { return path }
+
+// IsUnixTarget tells a recorded unix socket target from a TCP address.
+func IsUnixTarget(target string) bool { return strings.HasPrefix(target, "/") }
 
 // ListenUnix binds the debug socket at path with mode 0600 from its
 // creation (the mode is set on the socket before bind, so it is never

@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -45,7 +46,9 @@ func gdbBatch(t *testing.T, gdb string, cmds ...string) string {
 	for _, c := range cmds {
 		args = append(args, "-ex", c)
 	}
-	cmd := exec.Command(gdb, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gdb, args...)
 	cmd.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "gdb %q:\n%s", cmds, out)
@@ -66,7 +69,9 @@ func gdbBatchErr(t *testing.T, gdb string, cmds ...string) string {
 	for _, c := range cmds {
 		args = append(args, "-ex", c)
 	}
-	cmd := exec.Command(gdb, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gdb, args...)
 	cmd.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
 	out, _ := cmd.CombinedOutput()
 	return string(out)

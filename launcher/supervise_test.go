@@ -44,11 +44,20 @@ type supervised struct {
 
 func startSupervised(t *testing.T, qemu string, env []string, args []string, extra ...*os.File) *supervised {
 	t.Helper()
+	return startSupervisedIn(t, nil, qemu, env, args, extra...)
+}
+
+// startSupervisedIn starts dmlaunch through wrap, a command that execs
+// its arguments (so dmlaunch keeps the pid), such as one that hides a
+// cgroup hierarchy in a mount namespace.
+func startSupervisedIn(t *testing.T, wrap []string, qemu string, env []string, args []string, extra ...*os.File) *supervised {
+	t.Helper()
 	dir := t.TempDir()
 	s := &supervised{stderr: &realtest.SyncBuffer{}, stdout: &realtest.SyncBuffer{}, state: filepath.Join(dir, "state"), logDir: filepath.Join(dir, "log"), done: make(chan struct{})}
 	base := freeBase(t, 5)
 	s.port = base + 5
-	s.cmd = exec.Command(dmlaunchBin, args...)
+	full := append(append(append([]string(nil), wrap...), dmlaunchBin), args...)
+	s.cmd = exec.Command(full[0], full[1:]...)
 	s.cmd.Env = append([]string{
 		"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_STATE_DIR=" + s.state, "DMLAUNCH_LOG_DIR=" + s.logDir,
 		"DMLAUNCH_QEMU=" + qemu, "XEN_DOMAIN_ID=5", fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base),

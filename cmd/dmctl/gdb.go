@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
@@ -109,7 +108,8 @@ func printLines(rec inventory.Entry, gdb, host string) []string {
 	forward := func(spec string) string {
 		return "#   " + shellquote.Join([]string{"ssh", "-N", "-L", spec, "root@" + host}) + " &"
 	}
-	if path, ok := strings.CutPrefix(rec.GDB, gdbwrap.UnixTarget("")); ok {
+	if gdbwrap.IsUnixTarget(rec.GDB) {
+		path := rec.GDB
 		port := strconv.Itoa(unixForwardBase + rec.Domid)
 		lines = append(lines,
 			"# The port is a unix socket, for root on this machine. From another machine, forward it first:",

@@ -30,10 +30,10 @@ func TestGDBPrintEveryListenForm(t *testing.T) {
 			"gdb -q -ex 'target remote [::1]:1239'"}},
 		{"192.0.2.5:1239", "xenhost", []string{
 			"gdb -q -ex 'target remote 192.0.2.5:1239'"}},
-		{"unix::/run/dmlaunch/5.gdb", "xenhost", []string{
+		{"/run/dmlaunch/5.gdb", "xenhost", []string{
 			"#   ssh -N -L 1239:/run/dmlaunch/5.gdb root@xenhost &",
 			"# and there: gdb -q -ex 'target remote 127.0.0.1:1239'",
-			"gdb -q -ex 'target remote unix::/run/dmlaunch/5.gdb'"}},
+			"gdb -q -ex 'target remote /run/dmlaunch/5.gdb'"}},
 		{"127.0.0.1:1239", "evil host;rm -rf x", []string{
 			"#   ssh -N -L 1239:127.0.0.1:1239 'root@evil host;rm -rf x' &"}},
 	}

@@ -38,6 +38,9 @@ type Options struct {
 	// the guest halts and runs forever.
 	Exit       bool
 	ExitStatus byte
+	// Spin keeps the virtual CPU busy instead of halting, so QEMU uses
+	// CPU time for as long as it runs: a test can tell it is not stopped.
+	Spin bool
 }
 
 // BootSector assembles the guest. Real-mode x86, hand-encoded:
@@ -51,7 +54,7 @@ type Options struct {
 //	       mov al,ah; mov dx,0x3F8; out dx,al; jmp inner
 //	next:  loop outer            (Forever: jmp outer)
 //	[mov dx,0xF4; mov al,STATUS; out dx,al]
-//	halt:  hlt; jmp halt
+//	halt:  hlt; jmp halt          (or, with Spin, spin: jmp spin)
 //	msg:   db MESSAGE, 0
 //
 // Like every real serial driver, it waits for the transmit holding
@@ -83,7 +86,11 @@ func BootSector(o Options) ([]byte, error) {
 	if o.Exit {
 		code = append(code, 0xBA, DebugExitPort, 0x00, 0xB0, o.ExitStatus, 0xEE)
 	}
-	code = append(code, 0xF4, 0xEB, 0xFD) // halt: hlt; jmp halt
+	if o.Spin {
+		code = append(code, 0xEB, 0xFE) // spin: jmp spin
+	} else {
+		code = append(code, 0xF4, 0xEB, 0xFD) // halt: hlt; jmp halt
+	}
 	binary.LittleEndian.PutUint16(code[msgFixup:], uint16(loadAddr+len(code)))
 	code = append(code, o.Message...)
 	code = append(code, 0)
