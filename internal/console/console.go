@@ -74,6 +74,9 @@ type Console struct {
 	lastErr   error // the first error of the latest failure
 	reopens   int
 	keptHere  int64 // guest bytes in the current file since it was opened
+	// reopenFailing silences the report of a failed reopen until one
+	// succeeds: the check runs every second.
+	reopenFailing bool
 }
 
 // Open creates both ptys and opens the log (appending, with a header line),
@@ -213,9 +216,16 @@ func (c *Console) reopenIfRotated() {
 	}
 	f, err := c.openLog("console log continues after rotation")
 	if err != nil {
-		c.launch.Logf("console log %s was rotated and cannot be reopened (%s); still writing to the rotated file",
-			shellquote.Visible(c.LogPath), reason(err))
+		if !c.reopenFailing {
+			c.launch.Logf("console log %s was rotated and cannot be reopened (%s); still writing to the rotated file",
+				shellquote.Visible(c.LogPath), reason(err))
+		}
+		c.reopenFailing = true
 		return
+	}
+	if c.reopenFailing {
+		c.launch.Logf("console log %s reopened", shellquote.Visible(c.LogPath))
+		c.reopenFailing = false
 	}
 	c.log.Close()
 	c.log = f

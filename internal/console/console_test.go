@@ -251,3 +251,37 @@ func TestFullDiskThatFreesUp(t *testing.T) {
 		fmt.Sprintf("console log %s is written again; %d console bytes were lost (write: no space left on device)", logPath, lost),
 	}, reports.all())
 }
+
+// A log whose directory went away: the relay keeps writing to the file it
+// holds, says so once, and reopens when the directory is back.
+func TestRotatedAwayDirectoryIsReportedOnce(t *testing.T) {
+	old := reopenCheckInterval
+	reopenCheckInterval = 0
+	t.Cleanup(func() { reopenCheckInterval = old })
+	dir := filepath.Join(t.TempDir(), "log")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	logPath := filepath.Join(dir, "console.log")
+	var reports logf
+	c, err := Open(logPath, Launch{Domid: 5, Name: "web1", LauncherPID: 4242, Logf: reports.printf})
+	require.NoError(t, err)
+	defer c.Close()
+	qemu := openQEMUSide(t, c)
+	require.NoError(t, os.Rename(dir, dir+".old"))
+	for i := 0; i < 20; i++ {
+		_, _ = io.WriteString(qemu, "x")
+		require.Eventually(t, func() bool { return c.Logged() == int64(i+1) }, 5*time.Second, time.Millisecond)
+	}
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	_, _ = io.WriteString(qemu, "back\n")
+	qemu.Close()
+	c.Drain()
+	assert.Equal(t, []string{
+		"console log " + logPath + " was rotated and cannot be reopened (open: no such file or directory); still writing to the rotated file",
+		"console log " + logPath + " reopened",
+	}, reports.all())
+	held, _ := os.ReadFile(filepath.Join(dir+".old", "console.log"))
+	current, _ := os.ReadFile(logPath)
+	assert.Equal(t, strings.Repeat("x", 20)+"back\n", string(Strip(held))+string(Strip(current)), "nothing lost on either side")
+	lost, _ := c.Lost()
+	assert.Zero(t, lost)
+}
