@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dmlaunch/dmlaunch/internal/console"
 	"github.com/dmlaunch/dmlaunch/internal/guest"
 )
 
@@ -162,6 +163,7 @@ func consoleLoss(dmlaunch, work string, env []string) {
 	elapsed := time.Since(start)
 	b, err := os.ReadFile(logPath)
 	check(err)
+	b = console.Strip(b) // the guest's bytes, without the launch's header line
 	want := strings.Repeat(msg, repeat)
 	lost := len(want) - len(b)
 	if string(b) != want && lost == 0 {
