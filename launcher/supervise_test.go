@@ -294,3 +294,19 @@ func TestPTYSerialIsPublishedForXLConsole(t *testing.T) {
 		})
 	}
 }
+
+func TestLauncherClosesItsCopiesOfInheritedFDs(t *testing.T) {
+	f7, err := os.CreateTemp(t.TempDir(), "toolstack-fd")
+	require.NoError(t, err)
+	defer f7.Close()
+	report := filepath.Join(t.TempDir(), "report.json")
+	s := startSupervised(t, os.Args[0], []string{"DMLAUNCH_DEBUG=console", "FAKE_QEMU_REPORT=" + report, "FAKE_QEMU_HOLD=1"},
+		[]string{"-name", "fds", "-machine", "pc"}, nil, nil, nil, nil, f7)
+	var r FakeReport
+	require.Eventually(t, func() bool { var ok bool; r, ok = readReport(report); return ok }, 30*time.Second, 10*time.Millisecond)
+	assert.Equal(t, f7.Name(), r.FDs[7], "QEMU has the toolstack's fd 7")
+	target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/7", s.cmd.Process.Pid))
+	assert.True(t, err != nil || target != f7.Name(), "the launcher no longer holds the toolstack's fd 7 (it has %q)", target)
+	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	s.wait(t, 30*time.Second)
+}

@@ -24,8 +24,10 @@ func init() {
 "set sysroot /", "target remote" on the domain's debug port. Leave with
 "detach" (QEMU runs on) or quit.
 
---print prints the commands for another machine instead, with the ssh -L line
-that reaches a port listening on loopback only. There gdb reads QEMU's binary
+--print prints the commands for another machine instead, every value
+shell-quoted: the ssh -L line that reaches a port listening on loopback or on
+the unix socket, or the host name for a port listening on every address; the
+gdb line works on this machine too. There gdb reads QEMU's binary
 and libraries from the target (set sysroot target:, the default), which is slow
 the first time; install the same QEMU build and its -dbgsym package locally
 for speed and symbols.
