@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/console"
@@ -18,6 +19,39 @@ import (
 )
 
 const qemuTCG = "/usr/libexec/qemu-system-i386"
+
+// heldMethod finds how gdb-wait holds QEMU in the launcher's log.
+var heldMethod = regexp.MustCompile(`stopped before its first instruction \(([^)]*)\)`)
+
+// syncBuffer collects a child's stderr while it is read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func waitLog(log *syncBuffer, text string, start time.Time) time.Duration {
+	deadline := start.Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(log.String(), text) {
+			return time.Since(start)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fatal("the launcher never logged %q", text)
+	return 0
+}
 
 // qemuPIDInLog finds QEMU's pid in the launcher's log line.
 var qemuPIDInLog = regexp.MustCompile(`; qemu pid (\d+);`)
@@ -45,7 +79,8 @@ func debugFigures(work string, rounds int) {
 			"XEN_DOMAIN_ID=5", "DMLAUNCH_GDB_LISTEN=127.0.0.1:" + strconv.Itoa(freePort()-5)}, extra...)
 	}
 
-	var ptReady, dbgReady, ptByte, dbgByte []time.Duration
+	var ptReady, dbgReady, ptByte, dbgByte, held []time.Duration
+	method := ""
 	for range rounds {
 		// Pass-through: ready when QEMU's own QMP socket accepts; first
 		// byte when the guest's line reaches QEMU's stdout.
@@ -80,12 +115,31 @@ func debugFigures(work string, rounds int) {
 		start = time.Now()
 		check(c.Start())
 		dbgReady = append(dbgReady, waitListening(base+5, start))
-		dbgByte = append(dbgByte, waitFileSize(logPath, 1, start))
+		// The log starts with the launcher's header line: wait for the
+		// guest's own bytes.
+		dbgByte = append(dbgByte, waitFileContains(logPath, line[:1], start))
+		stop(c)
+
+		// gdb-wait: ready when QEMU is held before its first instruction
+		// and the launcher says so.
+		c = exec.Command(dmlaunch, args("pty")...)
+		c.Env = env("DMLAUNCH_DEBUG=gdb-wait")
+		var log syncBuffer
+		c.Stderr = &log
+		start = time.Now()
+		check(c.Start())
+		held = append(held, waitLog(&log, "stopped before its first instruction (", start))
+		if method == "" {
+			if m := heldMethod.FindStringSubmatch(log.String()); m != nil {
+				method = m[1]
+			}
+		}
 		stop(c)
 	}
 	fmt.Printf("Debug mode with the real QEMU (TCG), %d launches each, medians\n", rounds)
 	fmt.Printf("  %-44s %9s   pass-through, QMP socket accepting: %s\n", "launch to debug port accepting (gdb mode)", median(dbgReady), median(ptReady))
 	fmt.Printf("  %-44s %9s   pass-through, on QEMU's stdout:     %s\n", "launch to first console byte in the log", median(dbgByte), median(ptByte))
+	fmt.Printf("  %-44s %9s   (%s)\n", "launch to QEMU held (gdb-wait)", median(held), method)
 
 	attachRoundTrip(dmlaunch, args("pty"), env("DMLAUNCH_DEBUG=gdb"), work, rounds)
 	consoleLoss(dmlaunch, work, env("DMLAUNCH_DEBUG=console"))
@@ -216,15 +270,19 @@ func waitListening(port int, start time.Time) time.Duration {
 	return 0
 }
 
-func waitFileSize(path string, size int64, start time.Time) time.Duration {
+// waitFileContains waits for the guest's text after the log's header
+// line.
+func waitFileContains(path, text string, start time.Time) time.Duration {
 	deadline := start.Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if fi, err := os.Stat(path); err == nil && fi.Size() >= size {
-			return time.Since(start)
+		if b, err := os.ReadFile(path); err == nil {
+			if _, guestPart, ok := strings.Cut(string(b), "\n"); ok && strings.Contains(guestPart, text) {
+				return time.Since(start)
+			}
 		}
 		time.Sleep(time.Millisecond)
 	}
-	fatal("%s never got %d bytes", path, size)
+	fatal("%s never got %q", path, text)
 	return 0
 }
 
