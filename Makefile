@@ -60,7 +60,7 @@ demo-gdb: build
 	@scripts/demo-gdb.sh $(DEMO_DIR)
 
 bench: build
-	$(GO) run ./internal/benchmark/dmbench
+	$(GO) run ./internal/benchmark/dmbench $(DMBENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./argv ./domid
 
 install: build

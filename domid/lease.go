@@ -159,17 +159,22 @@ func (a *Allocator) Acquire(req Request) (Lease, error) {
 		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
 		if req.Domid >= 0 {
 			conflicts := func(held Lease) bool { return held.Domid == req.Domid && held.Kind == req.Kind }
+			known := slices.ContainsFunc(st.Leases, conflicts)
 			st.dropDead(now, conflicts)
 			if i := slices.IndexFunc(st.Leases, conflicts); i >= 0 {
 				return &HeldError{st.Leases[i]}
 			}
-			// A lease file that lost the lease (an old copy put back)
-			// still has the registry: a live launch recorded for this
-			// domid and kind holds it. Costs one open for a new domain.
-			if held, ok := a.recordedHolder(req.Domid, req.Kind); ok && held.Holder != req.Holder {
-				st.Leases = append(st.Leases, held)
-				recorded = &HeldError{held}
-				return nil
+			// A lease file that never saw this domain's launch (an old
+			// copy put back) still has the registry: a live launch
+			// recorded for this domid and kind holds it. For a new
+			// domain this costs one failed open; a file that held the
+			// last launch's lease knows the domain, and is trusted.
+			if !known {
+				if held, ok := a.recordedHolder(req.Domid, req.Kind); ok && held.Holder != req.Holder {
+					st.Leases = append(st.Leases, held)
+					recorded = &HeldError{held}
+					return nil
+				}
 			}
 		} else {
 			// A lease whose holder died since the last full reap keeps

@@ -359,6 +359,7 @@ func TestRegistryDamageTable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts launches")
 	}
+	var outcomes []string
 	for _, dmg := range registryDamages {
 		t.Run(dmg.name, func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "state")
@@ -397,13 +398,27 @@ func TestRegistryDamageTable(t *testing.T) {
 			assert.True(t, given.running(), "%s", given.stderr.String())
 			dup := startLive(t, state, hvmDomid(40)...)
 			assert.False(t, dup.running())
-			seen := map[int]bool{}
+			seen, twice := map[int]bool{}, 0
 			for _, l := range append(live, more, given) {
-				assert.False(t, seen[l.domid], "domid %d handed out twice", l.domid)
+				if !assert.False(t, seen[l.domid], "domid %d handed out twice", l.domid) {
+					twice++
+				}
 				seen[l.domid] = true
 			}
+			outcomes = append(outcomes, fmt.Sprintf("record %-22s named %s, listed %d other records, launches proceeded %d of 2, duplicate refused %v, domids handed out twice %d",
+				dmg.name, bad, len(listing.Entries), btoi(more.running())+btoi(given.running()), !dup.running(), twice))
 		})
 	}
+	for _, o := range outcomes {
+		t.Log(o)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestStaleRecordsGoOnTheNextLaunch: a pass-through launch leaves its

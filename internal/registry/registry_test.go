@@ -64,6 +64,13 @@ func TestParseSummaryReadsWhatEncodingJSONReads(t *testing.T) {
 			assert.Equal(t, Summary{Domid: r.Domid, Kind: r.Kind, Name: r.Name, Launcher: r.Launcher}, s)
 		})
 	}
+	escaped := `{"domid":1,"kind":"hvm","launcher":{"pid":1},"name":"\ud83d\ude00 \ud800x \udc00\u0041 \ud800\u0041 \ud800\ud800\udc00 \u00e9\n\/"}`
+	var want Record
+	require.NoError(t, json.Unmarshal([]byte(escaped), &want))
+	s, err := ParseSummary([]byte(escaped))
+	require.NoError(t, err)
+	assert.Equal(t, want.Name, s.Name, "escapes and surrogates decode as encoding/json decodes them")
+
 	for name, text := range map[string]string{
 		"truncated":   string(r.appendJSON(nil)[:60]),
 		"no launcher": `{"domid":3,"kind":"hvm"}`,

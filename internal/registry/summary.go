@@ -181,24 +181,21 @@ func (sc *scanner) str() (string, error) {
 				return "", sc.fail("bad \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
-				r2 := rune(-1)
+				// A pair makes one rune; anything else is U+FFFD, and a
+				// following escape that is not the pair's second half
+				// is read on its own (as encoding/json does).
+				low, ok := rune(-1), false
 				if sc.i+1 < len(sc.b) && sc.b[sc.i] == '\\' && sc.b[sc.i+1] == 'u' {
 					save := sc.i
 					sc.i += 2
-					var ok2 bool
-					if r2, ok2 = sc.hex4(); !ok2 {
+					if low, ok = sc.hex4(); !ok {
 						return "", sc.fail("bad \\u escape")
 					}
-					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-						r, r2 = d, -1
-					} else {
-						sc.i = save // the second escape stands on its own
-						r2 = -1
-						r = utf8.RuneError
+					if utf16.DecodeRune(r, low) == utf8.RuneError {
+						sc.i = save
 					}
-				} else {
-					r = utf8.RuneError
 				}
+				r = utf16.DecodeRune(r, low)
 			}
 			out = utf8.AppendRune(out, r)
 		default:

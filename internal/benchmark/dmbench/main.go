@@ -39,13 +39,14 @@ func main() {
 	procs := flag.Int("procs", 64, "concurrent allocating processes")
 	perProc := flag.Int("per-proc", 50, "allocations per process")
 	debugRounds := flag.Int("debug-rounds", 10, "QEMU launches per debug-mode figure")
+	baseline := flag.String("baseline", "", "another dmlaunch `binary` (an earlier build) to time beside this one")
 	flag.Parse()
 
 	work, err := os.MkdirTemp(stateBase(), "dmbench")
 	check(err)
 	defer os.RemoveAll(work)
 
-	passThrough(work, *rounds)
+	passThrough(work, *rounds, *baseline)
 	allocators(work, *procs, *perProc)
 	debugFigures(work, *debugRounds)
 }
@@ -69,7 +70,7 @@ type variant struct {
 	runs []time.Duration
 }
 
-func passThrough(work string, rounds int) {
+func passThrough(work string, rounds int, baseline string) {
 	target, err := exec.LookPath("true")
 	check(err)
 	target, _ = filepath.Abs(target)
@@ -123,6 +124,16 @@ exec `+target+` "$@"
 		}},
 	}
 	variants = append(variants, &variant{name: "bash wrapper with a counter file", cmd: func() *exec.Cmd { return exec.Command(bashWrapper, args...) }})
+	if baseline != "" {
+		// Copied like the others, with a state directory of its own.
+		old := filepath.Join(binDir, "dmlaunch.baseline")
+		check(copyFile(baseline, old))
+		variants = append(variants, &variant{name: "baseline dmlaunch pass-through", cmd: func() *exec.Cmd {
+			c := exec.Command(old, args...)
+			c.Env = append(env, "DMLAUNCH_QEMU="+target, "DMLAUNCH_STATE_DIR="+filepath.Join(work, "state.baseline"))
+			return c
+		}})
+	}
 	for _, v := range variants { // warm caches
 		for range 10 {
 			run(v.cmd())
@@ -149,6 +160,9 @@ exec `+target+` "$@"
 	fmt.Printf("  dmlaunch / bash wrapper              %.2fx\n", ratio(dm, median(variants[4].runs)))
 	fmt.Printf("  exec-only Go program / sh wrapper    %.2fx  (the floor for any Go program)\n", ratio(median(variants[1].runs), median(variants[2].runs)))
 	fmt.Printf("  dmlaunch / direct exec               %.2fx\n", ratio(dm, median(variants[0].runs)))
+	if baseline != "" {
+		fmt.Printf("  dmlaunch / baseline dmlaunch         %.2fx  (%s)\n", ratio(dm, median(variants[5].runs)), baseline)
+	}
 	fmt.Println()
 }
 
