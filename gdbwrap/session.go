@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -42,6 +43,10 @@ type Server struct {
 	Logf func(format string, args ...any)
 	// Stderr receives gdbserver's own messages (the toolstack's log).
 	Stderr *os.File
+	// Command, if set, is the tool each debugger gets instead of
+	// gdbserver (vgdb for a process under valgrind), with the connection
+	// as its stdin and stdout.
+	Command func(pid int) []string
 
 	mu      sync.Mutex
 	active  *exec.Cmd
@@ -145,7 +150,11 @@ func (s *Server) handle(conn net.Conn) {
 		s.Logf("debug port: %s: %v", peer, err)
 		return
 	}
-	cmd := exec.Command(s.GDBServer, AttachArgs(s.GDBServer, s.Process.Pid)[1:]...)
+	args := AttachArgs(s.GDBServer, s.Process.Pid)
+	if s.Command != nil {
+		args = s.Command(s.Process.Pid)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = f, f, s.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	s.active = cmd
@@ -162,7 +171,7 @@ func (s *Server) handle(conn net.Conn) {
 		started <- err
 		if err == nil {
 			err = cmd.Wait()
-			s.Logf("debug port: debugger %s left (gdbserver: %s)", peer, exitText(err))
+			s.Logf("debug port: debugger %s left (%s: %s)", peer, filepath.Base(args[0]), exitText(err))
 		}
 		s.mu.Lock()
 		s.active = nil
@@ -171,7 +180,7 @@ func (s *Server) handle(conn net.Conn) {
 	err = <-started
 	s.mu.Unlock()
 	if err != nil {
-		s.Logf("debug port: cannot start %s: %v", s.GDBServer, err)
+		s.Logf("debug port: cannot start %s: %v", args[0], err)
 		return
 	}
 	s.Logf("debug port: debugger %s attached: %v", peer, cmd.Args)

@@ -38,7 +38,7 @@ type Setting struct {
 // "dmctl doctor" and the manual.
 var Settings = []Setting{
 	{"DMLAUNCH_QEMU", "", "the real QEMU (absolute path); default <own path>.distrib, then the known Xen QEMU paths"},
-	{"DMLAUNCH_DEBUG", "off", "gdb, gdb-wait, console (comma list); off = pass-through"},
+	{"DMLAUNCH_DEBUG", "off", "gdb, gdb-wait, console, strace, memcheck (comma list); off = pass-through"},
 	{"DMLAUNCH_DEBUG_DOMAINS", "", "domains to debug: domids, names, shell globs (comma list); empty = all"},
 	{"DMLAUNCH_GDB_LISTEN", "127.0.0.1:1234", "ADDR:BASEPORT (the port is BASEPORT + domid), or unix: the socket <state dir>/<domid>.gdb"},
 	{"DMLAUNCH_GDB_USERS", "", "local users allowed to debug besides root: user names, uids, @group (comma list)"},
@@ -48,6 +48,7 @@ var Settings = []Setting{
 	{"DMLAUNCH_STATE_DIR", DefaultStateDir, "leases, registry, sockets"},
 	{"DMLAUNCH_LOG_DIR", DefaultLogDir, "console logs"},
 	{"DMLAUNCH_CORE_LIMIT", "", "QEMU's core size limit: unlimited, 0 (no cores) or a size such as 512M; unset: unlimited in debug modes, inherited in pass-through"},
+	{"DMLAUNCH_VGDB_ERROR", "", "memcheck: stop QEMU for a debugger after this many errors (valgrind's --vgdb-error; 0 = before its first instruction); empty = never"},
 	{"DMLAUNCH_DRY_RUN", "0", "1: print every decision and the final argv, exit 0, exec nothing"},
 	{"DMLAUNCH_CONFIG", DefaultConfigFile, "the settings file (environment only)"},
 }
@@ -69,7 +70,10 @@ type Config struct {
 	// given, which pass-through honours too.
 	CoreLimit    coredump.Limit
 	CoreLimitSet bool
-	DryRun       bool
+	// VgdbError is valgrind's --vgdb-error in memcheck mode; -1 leaves
+	// valgrind's default (never stop).
+	VgdbError int
+	DryRun    bool
 	// File is the settings file that was read, if any.
 	File string
 	// Problems are the settings that could not be used, each left at its
@@ -387,8 +391,9 @@ func (c *Config) apply() {
 	c.GDBListen = netip.MustParseAddrPort("127.0.0.1:1234")
 	c.GDBServer = "gdbserver"
 	c.CoreLimit = coredump.Limit(coredump.Unlimited)
+	c.VgdbError = -1
 	groups := []settingsGroup{c.applyQEMU, c.applyDebug, c.applyGDB, c.applyGDBServer, c.applyDomid,
-		c.applyStateDir, c.applyLogDir, c.applyCoreLimit, c.applyDryRun}
+		c.applyStateDir, c.applyLogDir, c.applyCoreLimit, c.applyVgdbError, c.applyDryRun}
 	for _, group := range groups {
 		before := *c
 		if err := group(get, bad); err != nil {

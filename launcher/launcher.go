@@ -596,6 +596,7 @@ var outcomes = []outcome{
 	{is(statedir.ErrUnsafe), ExitBadInput, "fix the directory or set DMLAUNCH_STATE_DIR"},
 	{as[*DirError], ExitBadInput, ""}, // its own Hint
 	{is(domid.ErrExhausted), ExitBadInput, "release leases with dmctl domid release, or wait for freed domids to cool down"},
+	{as[*ToolMissingError], ExitBadInput, ""}, // its own Hint
 	{as[*NotFoundError], ExitNotFound, "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"},
 	{as[*NotExecutableError], ExitNotExecutable, "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"},
 }
@@ -608,8 +609,12 @@ func classify(err error) outcome {
 		if o.matches(err) {
 			if o.hint == "" {
 				var de *DirError
-				if errors.As(err, &de) {
+				var te *ToolMissingError
+				switch {
+				case errors.As(err, &de):
 					o.hint = de.Hint()
+				case errors.As(err, &te):
+					o.hint = te.Hint()
 				}
 			}
 			return o

@@ -22,6 +22,14 @@ type DebugMode struct {
 	// Excludes names the modes that cannot be asked for together with
 	// this one; LoadConfig refuses such a list.
 	Excludes []string
+	// Tracer is a tool attached to QEMU while it is held (HoldAtStart),
+	// which the hold is released to (tools.go).
+	Tracer string
+	// Wrapper is a tool QEMU runs under, in the same process (tools.go).
+	Wrapper string
+	// PortTool is what each debugger on the debug port gets, with the
+	// connection as its stdin and stdout: gdbserver when empty.
+	PortTool string
 }
 
 // Debug modes.
@@ -29,16 +37,24 @@ const (
 	ModeGDB     = "gdb"
 	ModeGDBWait = "gdb-wait"
 	ModeConsole = "console"
+	ModeStrace  = "strace"
+	// ModeMemcheck is named after valgrind's tool.
+	ModeMemcheck = "memcheck"
 )
 
 // debugModes is every debug mode. All of them run QEMU as the launcher's
 // child with its first serial port on a pty whose every byte is logged.
 var debugModes = []DebugMode{
 	{Name: ModeGDB, Help: "QEMU runs at full speed; a debugger attaches through the debug port",
-		DebugPort: true, Excludes: []string{ModeGDBWait}},
+		DebugPort: true, Excludes: []string{ModeGDBWait, ModeStrace, ModeMemcheck}},
 	{Name: ModeGDBWait, Help: "QEMU is held before its first instruction until a debugger attaches through the debug port",
-		DebugPort: true, HoldAtStart: true, Excludes: []string{ModeGDB}},
+		DebugPort: true, HoldAtStart: true, Excludes: []string{ModeGDB, ModeStrace, ModeMemcheck}},
 	{Name: ModeConsole, Help: "only the console: the pty and the console log"},
+	// One tracer per process: strace excludes every other debugger.
+	{Name: ModeStrace, Help: "QEMU traced by strace -f -tt from its first instruction, into a file in the log directory",
+		HoldAtStart: true, Tracer: ToolStrace, Excludes: []string{ModeGDB, ModeGDBWait, ModeMemcheck}},
+	{Name: ModeMemcheck, Help: "QEMU under valgrind's memcheck, its log in the log directory; the debug port serves vgdb",
+		Wrapper: ToolValgrind, DebugPort: true, PortTool: ToolVgdb, Excludes: []string{ModeGDB, ModeGDBWait, ModeStrace}},
 }
 
 // lookupMode finds a mode by name.

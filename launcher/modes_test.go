@@ -17,7 +17,10 @@ func TestCheckModes(t *testing.T) {
 		{"empty", nil, nil, ""},
 		{"off", []string{"off"}, nil, ""},
 		{"duplicates dropped", []string{"gdb", "console", "gdb"}, []string{"gdb", "console"}, ""},
-		{"unknown", []string{"gdbb"}, nil, `has unknown mode "gdbb"; use gdb, gdb-wait, console or off`},
+		{"unknown", []string{"gdbb"}, nil, `has unknown mode "gdbb"; use gdb, gdb-wait, console, strace, memcheck or off`},
+		{"one tracer", []string{"strace", "gdb"}, nil, "asks for both strace and gdb; choose one"},
+		{"memcheck serves its own port", []string{"gdb-wait", "memcheck"}, nil, "asks for both gdb-wait and memcheck; choose one"},
+		{"console goes with anything", []string{"memcheck", "console"}, []string{"memcheck", "console"}, ""},
 		{"excluded pair", []string{"gdb-wait", "console", "gdb"}, nil, "asks for both gdb-wait and gdb; choose one"},
 		{"off mixed", []string{"off", "console"}, nil, "mixes off with debug modes"},
 	}
@@ -44,7 +47,10 @@ func TestModeTableIsConsistent(t *testing.T) {
 			assert.Contains(t, other.Excludes, m.Name, "exclusion of %s and %s goes both ways", m.Name, x)
 		}
 		if m.HoldAtStart {
-			assert.True(t, m.DebugPort, "%s holds QEMU, so something must release it", m.Name)
+			assert.True(t, m.DebugPort || m.Tracer != "", "%s holds QEMU, so something must release it", m.Name)
+		}
+		if m.Tracer != "" {
+			assert.True(t, m.HoldAtStart, "%s attaches its tracer to a held QEMU", m.Name)
 		}
 	}
 }

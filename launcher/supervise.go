@@ -58,18 +58,23 @@ type Step struct {
 // QEMU".
 var supervisedSteps = []Step{
 	{"trap signals", (*supervision).trapSignals},
+	{"find tools", (*supervision).findTools},
 	{"take lease", (*supervision).takeLease},
 	{"open debug port", (*supervision).openDebugPort},
 	{"open console", (*supervision).openConsole},
 	{"final argv", (*supervision).finalArgv},
+	{"wrap QEMU", (*supervision).wrapQEMU},
 	{"raise core limit", (*supervision).raiseCoreLimit},
 	{"start QEMU", (*supervision).startQEMU},
 	{"lower core limit", (*supervision).lowerCoreLimit},
+	{"attach tracer", (*supervision).attachTracer},
 	{"write record", (*supervision).writeRecord},
 	{"announce", (*supervision).announce},
+	{"announce tools", (*supervision).announceTools},
 	{"serve debuggers", (*supervision).serveDebuggers},
 	{"wait for QEMU", (*supervision).waitQEMU},
 	{"stop debuggers", (*supervision).stopDebuggersAfterExit},
+	{"report tools", (*supervision).reportTools},
 	{"keep core", (*supervision).keepCore},
 	{"report exit", (*supervision).reportExit},
 	{"backtrace core", (*supervision).backtraceCore},
@@ -98,6 +103,16 @@ type supervision struct {
 	coreLimit        coredump.Limit
 	restoreCoreLimit func() error
 	crash            *coredump.Crash
+
+	// The strace and memcheck modes (tools.go): the tools found, QEMU's
+	// command line under its wrapper, the tool's log, the tracer.
+	tools      map[string]string
+	command    []string
+	toolName   string
+	toolLog    string
+	vgdbPrefix string
+	tracer     *exec.Cmd
+	tracerDone chan struct{}
 
 	toldDumping bool
 	cleanups    []func()
@@ -240,6 +255,9 @@ func (s *supervision) startQEMU() error {
 	hold := p.wants(func(m DebugMode) bool { return m.HoldAtStart })
 	cmd := exec.Command(p.QEMU, p.Argv[1:]...)
 	cmd.Args[0] = p.Argv[0]
+	if s.command != nil { // QEMU under a wrapper, in the same process
+		cmd = exec.Command(s.command[0], s.command[1:]...)
+	}
 	cmd.Env = p.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, s.stderr
 	cmd.ExtraFiles = inheritedFiles(s.in.InheritedFDs)
@@ -300,7 +318,7 @@ func (s *supervision) writeRecord() error {
 func (s *supervision) announce() error {
 	p := s.p
 	fmt.Fprintln(s.stderr, p.debugLogLine(s.qemu.pid(), gdbwrap.LocalTarget(s.gdbTarget), s.cons, s.qmp))
-	if s.hold != nil {
+	if s.hold != nil && !s.hold.Released() { // a tracer may have it already
 		if s.hold.Fallback != "" {
 			s.logf("no cgroup freezer could hold QEMU (%s); it waits in a job-control stop instead, and gdb reports one SIGCONT when it is released", s.hold.Fallback)
 		}
@@ -322,6 +340,7 @@ func (s *supervision) serveDebuggers() error {
 		Listener: s.listener, GDBServer: cfg.GDBServer, Process: s.qemu.process(),
 		Access: gdbwrap.Access{Users: cfg.GDBUsers, Allow: cfg.GDBAllow},
 		Hold:   s.hold, Stderr: s.stderr, Logf: s.logf,
+		Command: s.portCommand(),
 	}
 	go s.server.Serve()
 	s.atExit(func() { s.stopDebuggers(0) })

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -216,6 +217,20 @@ func doctor(root string) []Check {
 		add("log directory", false, fmt.Sprintf("%s has mode %04o (uid %d): anyone may replace console logs", logDir, fi.Mode().Perm(), st.Uid), "chmod o-w "+logDir)
 	} else {
 		add("log directory", true, logDir, "")
+	}
+
+	// The tools of the configured strace and memcheck modes.
+	for _, need := range []struct{ mode, tool, pkg string }{
+		{launcher.ModeStrace, "strace", "strace"}, {launcher.ModeMemcheck, "valgrind", "valgrind"}, {launcher.ModeMemcheck, "vgdb", "valgrind"},
+	} {
+		if !slices.Contains(cfg.Debug, need.mode) {
+			continue
+		}
+		if p, err := exec.LookPath(need.tool); err != nil {
+			add(need.tool, false, "DMLAUNCH_DEBUG="+need.mode+" needs "+need.tool+", which is not installed", "apt-get install "+need.pkg)
+		} else {
+			add(need.tool, true, p, "")
+		}
 	}
 
 	for _, c := range coreChecks(at, stateDir, cfg) {
