@@ -132,3 +132,25 @@ func TestDamagedFileIsKeptAsideAndRebuiltFromTheRegistry(t *testing.T) {
 	assert.Contains(t, warned[0], "kept as "+asides[0])
 	assert.Contains(t, warned[0], "rebuilt from 2 registry records (1 of them live launches")
 }
+
+func TestALockFileThatIsNoFileIsSetAside(t *testing.T) {
+	for name, damage := range map[string]func(path string) error{
+		"symlink":   func(path string) error { return os.Symlink("/dev/null", path) },
+		"directory": func(path string) error { return os.Mkdir(path, 0o700) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			a := testAllocator(t)
+			require.NoError(t, os.MkdirAll(a.Dir, 0o700))
+			lock := filepath.Join(a.Dir, lockFile)
+			require.NoError(t, damage(lock))
+			var warned []string
+			a.Warn = func(m string) { warned = append(warned, m) }
+			_, err := a.Acquire(Request{Domid: -1, Kind: "hvm", Holder: self(t)})
+			require.NoError(t, err)
+			fi, err := os.Lstat(lock)
+			require.NoError(t, err)
+			assert.True(t, fi.Mode().IsRegular())
+			assert.Contains(t, strings.Join(warned, "\n"), "was not a regular file; kept as")
+		})
+	}
+}

@@ -259,6 +259,9 @@ func (a *Allocator) release(domid int, which func(Lease) (bool, error)) error {
 // damaged or missing lease file is rebuilt in memory (State.Damage says
 // why) and repaired by the next launch.
 func (a *Allocator) List() (State, error) {
+	if err := statedir.Check(a.Dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return State{}, err // what a launch would refuse is not shown as truth
+	}
 	now := monotonic()
 	st := a.view(now)
 	a.tidy(&st, now, true)
@@ -435,6 +438,16 @@ func (a *Allocator) update(fullReap bool, fn func(st *State, now float64) error)
 	}
 	lockPath := filepath.Join(a.Dir, lockFile)
 	lock, err := unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err == unix.ELOOP || err == unix.EISDIR {
+		// A symbolic link or a directory is nobody's lock: nothing can
+		// hold it, so it can be set aside without breaking a holder's
+		// exclusion. (A regular lock file is never replaced.)
+		aside := lockPath + ".damaged." + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if os.Rename(lockPath, aside) == nil {
+			a.warn(fmt.Sprintf("lease lock %s was not a regular file; kept as %s", lockPath, aside))
+		}
+		lock, err = unix.Open(lockPath, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	}
 	if err != nil {
 		return &StateError{lockPath, "cannot be opened", err}
 	}

@@ -316,6 +316,8 @@ func TestUnsafeStateDirRefused(t *testing.T) {
 			assert.Contains(t, err.Error(), want)
 			_, statErr := os.Stat(filepath.Join(dir, LeaseFile))
 			assert.True(t, os.IsNotExist(statErr), "nothing written into a refused directory")
+			_, err = a.List()
+			assert.ErrorIs(t, err, statedir.ErrUnsafe, "nor read from one")
 		})
 	}
 }
