@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"github.com/dmlaunch/dmlaunch/argv"
@@ -46,11 +47,15 @@ func (s *supervision) keepCore() error {
 	launcherDir, _ := os.Getwd()
 	chroot, daemonize, runAs := privilegeOptions(p.Line)
 	dir, root := coredump.WorkingDir(launcherDir, chroot, daemonize)
+	toolCore := ""
+	if s.command != nil && s.toolLog != "" { // valgrind: "<log file>.core.<pid>"
+		toolCore = s.toolLog + ".core." + strconv.Itoa(s.qemu.pid())
+	}
 	var c coredump.Collector
 	cr := c.Collect(coredump.Launch{
 		Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode, QEMU: p.QEMU,
 		PID: s.qemu.pid(), Started: s.started, Dir: dir, Root: root, LogDir: p.Config.LogDir,
-		Limit: s.coreLimit, RunAs: runAs,
+		Limit: s.coreLimit, RunAs: runAs, ToolCore: toolCore,
 	}, ws.Signal(), ws.CoreDump())
 	s.crash = &cr
 	if err := cr.Save(); err != nil {

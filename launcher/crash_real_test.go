@@ -35,6 +35,12 @@ var corePathRE = regexp.MustCompile(`dumped core: (\S+) \(`)
 // console line, kills QEMU with sig and returns the launcher's log and
 // exit status, and how long the crash line took.
 func crashGuest(t *testing.T, qemu, mode string, sig syscall.Signal, env ...string) (log string, status int, took time.Duration, s *supervised) {
+	return crashGuestWithin(t, qemu, mode, sig, 30*time.Second, env...)
+}
+
+// crashGuestWithin is crashGuest with a longer wait for the guest's line
+// (memcheck is slow).
+func crashGuestWithin(t *testing.T, qemu, mode string, sig syscall.Signal, boot time.Duration, env ...string) (log string, status int, took time.Duration, s *supervised) {
 	const line = "about to crash"
 	disk := bootImage(t, guest.Options{Message: line + "\r\n"})
 	s = startSupervised(t, qemu, append([]string{"DMLAUNCH_DEBUG=" + mode}, env...), guestArgs("crash guest", disk))
@@ -42,7 +48,7 @@ func crashGuest(t *testing.T, qemu, mode string, sig syscall.Signal, env ...stri
 	require.Eventually(t, func() bool {
 		b, _ := os.ReadFile(rec.ConsoleLog)
 		return strings.Contains(string(b), line)
-	}, 30*time.Second, 10*time.Millisecond, "the guest runs")
+	}, boot, 10*time.Millisecond, "the guest runs")
 	start := time.Now()
 	require.NoError(t, syscall.Kill(rec.QEMUPID, sig))
 	want := "was killed by " + coredump.SignalName(sig)

@@ -2,12 +2,15 @@ package launcher
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/dmlaunch/dmlaunch/internal/guest"
 	"github.com/dmlaunch/dmlaunch/internal/qmp"
 	"github.com/dmlaunch/dmlaunch/internal/realtest"
@@ -95,4 +98,19 @@ func TestMemcheckModeServesVgdb(t *testing.T) {
 	assert.Contains(t, string(b), "Memcheck, a memory error detector")
 	assert.Contains(t, string(b), "HEAP SUMMARY")
 	assert.Regexp(t, `\d+ bytes of memcheck output in `+regexp.QuoteMeta(m[1]), s.stderr.String())
+}
+
+// valgrind catches a crash itself and writes its own core beside its log:
+// the launcher keeps that one as it keeps a kernel's.
+func TestMemcheckCrashKeepsValgrindsCore(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "valgrind", "vgdb", "gdb")
+	log, status, _, s := crashGuestWithin(t, paths[0], ModeMemcheck, syscall.SIGSEGV, 240*time.Second)
+	assert.Equal(t, 128+int(syscall.SIGSEGV), status)
+	m := corePathRE.FindStringSubmatch(log)
+	require.NotNil(t, m, "the log line names the core:\n%s", log)
+	assert.Equal(t, s.logDir, filepath.Dir(m[1]))
+	info, err := coredump.ReadCore(m[1])
+	require.NoError(t, err)
+	assert.True(t, info.Whole())
+	assert.Contains(t, log, "backtrace: ")
 }

@@ -55,6 +55,9 @@ type Launch struct {
 	Limit Limit
 	// RunAs is set when QEMU dropped privileges (-runas, -run-with user=).
 	RunAs bool
+	// ToolCore is the core a tool QEMU ran under writes itself instead of
+	// the kernel (valgrind: "<log file>.core.<pid>"), if any.
+	ToolCore string
 }
 
 // WorkingDir says where QEMU's working directory and root were when it
@@ -177,6 +180,16 @@ func (c *Collector) Collect(l Launch, sig syscall.Signal, dumped bool) Crash {
 		cr.Record = filepath.Join(l.LogDir, base+".json")
 	}
 
+	if l.ToolCore != "" {
+		// valgrind catches the signal, writes its own core and, with
+		// RLIMIT_CORE set to 0, dies of the signal without a kernel core.
+		if info, err := ReadCore(l.ToolCore); err == nil {
+			cr.Core = keep(l.ToolCore, l.LogDir, base+".core")
+			cr.CoreSize, cr.CoreAllocated, cr.Whole = info.Size, info.Allocated, info.Whole()
+			cr.Note = "written by the tool QEMU ran under, not the kernel"
+			return cr
+		}
+	}
 	pat, err := ReadPattern(c.procSys())
 	if err != nil {
 		cr.Note = "core_pattern unreadable: " + err.Error()

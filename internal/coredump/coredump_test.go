@@ -296,3 +296,19 @@ func TestWorkingDir(t *testing.T) {
 	d, r = WorkingDir("/srv/x", "", true)
 	assert.Equal(t, [2]string{"/", "/"}, [2]string{d, r})
 }
+
+// systemd-coredump is asked by pid; a stand-in coredumpctl answers here.
+func TestSystemdCoredumpIsAskedByPID(t *testing.T) {
+	bin := t.TempDir()
+	asked := filepath.Join(bin, "asked")
+	script := "#!/bin/sh\necho \"$@\" >> " + asked + "\n[ -e " + asked + ".2 ] && echo 'Wed 2026-12-02 16:00:00 UTC 77 0 0 SIGSEGV present /usr/libexec/qemu-system-i386 1M'\ntouch " + asked + ".2\n"
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "coredumpctl"), []byte(script), 0o755))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	c := Collector{ProcSys: fakeProcSys(t, "|/lib/systemd/systemd-coredump %P %u %g %s %t %c %h", "0", "0"), HandlerWait: 5 * time.Second}
+	cr := c.Collect(Launch{LogDir: t.TempDir(), Limit: Limit(Unlimited), PID: 77}, syscall.SIGSEGV, true)
+	assert.Equal(t, "/lib/systemd/systemd-coredump", cr.Handler)
+	assert.Equal(t, "kept by systemd-coredump: coredumpctl gdb 77 (or coredumpctl dump 77 -o FILE)", cr.Note)
+	b, err := os.ReadFile(asked)
+	require.NoError(t, err)
+	assert.Equal(t, "--no-pager --no-legend list 77\n--no-pager --no-legend list 77\n", string(b), "asked again until it listed the core")
+}
