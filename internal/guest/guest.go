@@ -41,6 +41,11 @@ type Options struct {
 	// Spin keeps the virtual CPU busy instead of halting, so QEMU uses
 	// CPU time for as long as it runs: a test can tell it is not stopped.
 	Spin bool
+	// Park, without Exit, halts with every PIC interrupt masked and
+	// interrupts on instead of off: the guest idles forever all the same,
+	// and under Xen it stays up (Xen powers off an HVM guest whose vCPU
+	// halts with interrupts off).
+	Park bool
 }
 
 // BootSector assembles the guest. Real-mode x86, hand-encoded:
@@ -54,6 +59,7 @@ type Options struct {
 //	       mov al,ah; mov dx,0x3F8; out dx,al; jmp inner
 //	next:  loop outer            (Forever: jmp outer)
 //	[mov dx,0xF4; mov al,STATUS; out dx,al]
+//	[mov al,0xFF; out 0x21,al; out 0xA1,al; sti]   (Park)
 //	halt:  hlt; jmp halt          (or, with Spin, spin: jmp spin)
 //	msg:   db MESSAGE, 0
 //
@@ -85,6 +91,8 @@ func BootSector(o Options) ([]byte, error) {
 	}
 	if o.Exit {
 		code = append(code, 0xBA, DebugExitPort, 0x00, 0xB0, o.ExitStatus, 0xEE)
+	} else if o.Park {
+		code = append(code, 0xB0, 0xFF, 0xE6, 0x21, 0xE6, 0xA1, 0xFB)
 	}
 	if o.Spin {
 		code = append(code, 0xEB, 0xFE) // spin: jmp spin
