@@ -161,6 +161,8 @@ func TestClassify(t *testing.T) {
 		{"-xen-domid 3 -M pc", KindHVM},
 		{"-xen-domid 3 -machine type=xenpv -xen-attach", KindPV},
 		{"-xen-domid 3 -machine xenpv -monitor /dev/null -serial /dev/null", KindPV},
+		// Debian 12's /etc/init.d/xen starts dom0's own QEMU so (Xen 4.17, scripts/xenlab).
+		{"-xen-domid 0 -xen-attach -name dom0 -nographic -M xenpv -daemonize -monitor none -serial none -parallel none -pidfile /run/qemu-dom0.pid", KindQdisk},
 		{"-machine none", KindProbe},
 		{"-machine pc -display none", KindUnknown},
 		{"-xen-domid 3 -machine virt", KindUnknown},

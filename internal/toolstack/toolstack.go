@@ -97,6 +97,16 @@ var Invocations = []Invocation{
 		Args: words("-S -no-user-config -nodefaults -nographic -machine none,accel=xen " +
 			"-chardev socket,id=libxl-cmd,fd={fd},server=on,wait=off -mon chardev=libxl-cmd,mode=control"),
 	},
+	// Seen under a real libxl: Xen 4.17, Debian 12 (scripts/xenlab).
+	{
+		Name: "xen-4.17-hvm", Kind: "hvm",
+		Args: words("-xen-domid 6 -no-shutdown " +
+			"-chardev socket,id=libxl-cmd,path={dir}/qmp-libxl-6,server=on,wait=off -mon chardev=libxl-cmd,mode=control " +
+			"-chardev socket,id=libxenstat-cmd,path={dir}/qmp-libxenstat-6,server=on,wait=off -mon chardev=libxenstat-cmd,mode=control " +
+			"-nodefaults -no-user-config -name hvm-pass -vnc none -display none -serial pty -device cirrus-vga,vgamem_mb=8 " +
+			"-boot order=c -net none -machine xenfv,suppress-vmdesc=on -m 24 " +
+			"-drive file={disk},if=ide,index=0,media=disk,format=raw,cache=writeback"),
+	},
 	{
 		Name: "leading-domid", Kind: "hvm",
 		Args: join(words("7 -xen-domid 7 -no-shutdown -nodefaults -no-user-config -name lead"),
