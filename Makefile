@@ -7,7 +7,7 @@ BIN       := bin
 FUZZTIME  ?= 20s
 DEMO_DIR  := .demo
 
-.PHONY: all build test unit fuzz lint deps demo demo-gdb bench install uninstall clean
+.PHONY: all build test unit fuzz lint deps demo demo-gdb bench install uninstall clean xen-lab xen-test xen-down
 
 all: build
 
@@ -62,6 +62,25 @@ demo-gdb: build
 bench: build
 	$(GO) run ./internal/benchmark/dmbench $(DMBENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./argv ./domid
+
+# The Xen lab: Xen 4.17 and a Debian 12 dom0 in a QEMU VM, dmlaunch installed
+# at its device-model path (scripts/xenlab; the README says how to use it).
+XENLAB        := scripts/xenlab
+XENTEST_FLAGS ?= -v -timeout 60m
+
+xen-lab: build
+	$(XENLAB) up
+
+# End-to-end tests under the real libxl; the lab is powered off afterwards
+# unless XENLAB_KEEP=1.
+xen-test: build
+	$(XENLAB) up
+	$(GO) vet -tags xenlab ./xentest
+	status=0; $(GO) test -tags xenlab -count=1 $(XENTEST_FLAGS) ./xentest || status=$$?; \
+	if [ "$${XENLAB_KEEP:-0}" != 1 ]; then $(XENLAB) down; fi; exit $$status
+
+xen-down:
+	$(XENLAB) down
 
 install: build
 	scripts/install.sh
