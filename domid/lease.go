@@ -155,6 +155,12 @@ type Request struct {
 func (a *Allocator) Acquire(req Request) (Lease, error) {
 	var out Lease
 	var recorded error // refused, with the lease file repaired all the same
+	var inRegistry map[int]bool
+	if req.Domid < 0 {
+		// Read before the lock, so that the allocations that contend
+		// for it do not wait for this too.
+		inRegistry = registry.Domids(a.Dir)
+	}
 	err := a.update(false, func(st *State, now float64) error {
 		l := Lease{Domid: req.Domid, Kind: req.Kind, Name: req.Name, Holder: req.Holder, Since: time.Now().UTC()}
 		if req.Domid >= 0 {
@@ -180,7 +186,7 @@ func (a *Allocator) Acquire(req Request) (Lease, error) {
 			// A lease whose holder died since the last full reap keeps
 			// its domid busy until the next one: that domid would be
 			// cooling down anyway.
-			d, err := a.choose(st, now)
+			d, err := a.choose(st, now, inRegistry)
 			if err != nil {
 				return err
 			}
@@ -207,7 +213,7 @@ func (a *Allocator) Peek() (int, error) {
 	now := monotonic()
 	st := a.view(now)
 	a.tidy(&st, now, false) // as Acquire would
-	return a.choose(&st, now)
+	return a.choose(&st, now, registry.Domids(a.Dir))
 }
 
 // Release frees every lease on domid held by holder (a launch giving up
@@ -289,7 +295,11 @@ func (a *Allocator) CoolingUntil(r Released) time.Duration {
 	return time.Duration(left * float64(time.Second))
 }
 
-func (a *Allocator) choose(st *State, now float64) (int, error) {
+// choose picks a free domid. inRegistry holds the domids that had
+// registry records a moment ago: only their records are read. (A record
+// written since then belongs to a launch whose lease is in st, or to a
+// backend, which libxl starts for a domid it gave.)
+func (a *Allocator) choose(st *State, now float64, inRegistry map[int]bool) (int, error) {
 	busy := map[int]bool{}
 	for _, l := range st.Leases {
 		busy[l.Domid] = true
@@ -315,6 +325,9 @@ func (a *Allocator) choose(st *State, now float64) (int, error) {
 		// holds it even when the lease file has lost its lease (a file
 		// restored from a copy, a lease released by force). Its lease
 		// is put back.
+		if !inRegistry[d] {
+			return d, nil
+		}
 		if held, ok := a.recordedHolder(d, ""); ok {
 			st.Leases = append(st.Leases, held)
 			continue

@@ -142,3 +142,13 @@ func TestParseName(t *testing.T) {
 		}{d, q, ok}, name)
 	}
 }
+
+func TestDomidsReadsNamesOnly(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"3.json", "7-qdisk.json", "domids", "9.json.new.1.2.x", "x.json"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, n), nil, 0o600))
+	}
+	require.NoError(t, os.Symlink("/dev/zero", filepath.Join(dir, "11.json")))
+	assert.Equal(t, map[int]bool{3: true, 7: true, 11: true}, Domids(dir))
+	assert.Empty(t, Domids(filepath.Join(dir, "none")))
+}
