@@ -34,6 +34,8 @@ import (
 //	// later, from anywhere:
 //	tool := start("gdbserver --attach - PID")
 //	hold.ReleaseTo(tool.Pid, 30*time.Second)
+//	// or let whoever attaches (gdb -p) have it:
+//	go hold.ReleaseOnAttach(20 * time.Millisecond)
 //	// or, on every teardown path before any signal:
 //	hold.Release()
 //
@@ -177,6 +179,24 @@ func (h *Hold) ReleaseTo(toolPID int, timeout time.Duration) error {
 		time.Sleep(delay)
 	}
 	return h.Release()
+}
+
+// ReleaseOnAttach releases the hold to whatever tool attaches to the
+// process by itself (gdb -p, strace -p): it polls the tracer every poll
+// until one appears, then releases to it as ReleaseTo does. It returns
+// once the hold is released, by it or by anyone, or the process is gone.
+func (h *Hold) ReleaseOnAttach(poll time.Duration) {
+	for !h.Released() {
+		tracer, _, err := TraceState(h.pid)
+		if err != nil {
+			return
+		}
+		if tracer != 0 {
+			_ = h.ReleaseTo(tracer, 30*time.Second)
+			return
+		}
+		time.Sleep(poll)
+	}
 }
 
 // Release lets the process run (untraced, or on to its tracer) and

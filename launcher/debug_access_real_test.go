@@ -419,3 +419,18 @@ func waitConsole(t *testing.T, path, text string) {
 		return strings.Contains(string(b), text)
 	}, 60*time.Second, 10*time.Millisecond, "waiting for %q in %s", text, path)
 }
+
+func TestGDBWaitReleasesToGDBByPID(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdb")
+	qemu, gdb := paths[0], paths[1]
+	disk := bootImage(t, guest.Options{Message: "held\r\n", Exit: true, ExitStatus: 2})
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=gdb-wait"}, guestArgs("held", disk))
+	s.waitLog(t, "stopped before its first instruction")
+	rec := s.record(t)
+	out := gdbBatch(t, gdb, "attach "+strconv.Itoa(rec.QEMUPID), "info symbol $pc", "break main", "continue", "info symbol $pc", "continue")
+	assert.NotContains(t, out, "received signal")
+	assert.Contains(t, out, "_start in section .text", "gdb -p finds QEMU at its first instruction")
+	assert.Contains(t, out, "main in section .text")
+	assert.Equal(t, guest.ExitStatus(2), s.wait(t, 60*time.Second))
+	assertNoHoldLeft(t, rec.QEMUPID)
+}

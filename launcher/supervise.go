@@ -72,6 +72,7 @@ var supervisedSteps = []Step{
 	{"announce", (*supervision).announce},
 	{"announce tools", (*supervision).announceTools},
 	{"serve debuggers", (*supervision).serveDebuggers},
+	{"release hold on attach", (*supervision).releaseHoldOnAttach},
 	{"wait for QEMU", (*supervision).waitQEMU},
 	{"stop debuggers", (*supervision).stopDebuggersAfterExit},
 	{"report tools", (*supervision).reportTools},
@@ -344,6 +345,15 @@ func (s *supervision) serveDebuggers() error {
 	}
 	go s.server.Serve()
 	s.atExit(func() { s.stopDebuggers(0) })
+	return nil
+}
+
+// releaseHoldOnAttach lets a debugger that attaches to the held QEMU by
+// pid (gdb -p, as root on the host) have it as the port's debuggers do.
+func (s *supervision) releaseHoldOnAttach() error {
+	if s.hold != nil {
+		go s.hold.ReleaseOnAttach(20 * time.Millisecond)
+	}
 	return nil
 }
 
