@@ -152,11 +152,17 @@ if [ ! -e "$conf" ]; then
 fi
 
 # Console logs grow for as long as a guest writes; dmlaunch reopens a
-# rotated log by itself, so the snippet needs no signal.
-mkdirp "$root/etc/logrotate.d"
-install -m 0644 "$here/scripts/dmlaunch.logrotate" "$root/etc/logrotate.d/dmlaunch.new"
-mv -f "$root/etc/logrotate.d/dmlaunch.new" "$root/etc/logrotate.d/dmlaunch"
-say "installed the logrotate snippet /etc/logrotate.d/dmlaunch (console logs)"
+# rotated log by itself, so the snippet needs no signal. An operator's
+# changes to it are kept, as uninstall.sh keeps them.
+rotate="$root/etc/logrotate.d/dmlaunch"
+if [ ! -e "$rotate" ]; then
+	mkdirp "$(dirname "$rotate")"
+	install -m 0644 "$here/scripts/dmlaunch.logrotate" "$rotate.new"
+	mv -f "$rotate.new" "$rotate"
+	say "installed the logrotate snippet /etc/logrotate.d/dmlaunch (console logs)"
+elif ! cmp -s "$rotate" "$here/scripts/dmlaunch.logrotate"; then
+	say "kept /etc/logrotate.d/dmlaunch: it was changed (dmlaunch's own is scripts/dmlaunch.logrotate)"
+fi
 
 printf '%s' "$created" | while IFS= read -r d; do
 	[ -n "$d" ] && echo "dir=${d#"$root"}"

@@ -168,3 +168,19 @@ func TestInstallRefusals(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, strings.Contains(string(out), "unknown argument"))
 }
+
+func TestInstallAndUninstallKeepAChangedLogrotateSnippet(t *testing.T) {
+	dmlaunch, dmctl := build(t)
+	root, _ := fakeRoot(t, false)
+	script(t, root, "install.sh", "--dmlaunch", dmlaunch, "--dmctl", dmctl)
+	snippet := filepath.Join(root, "etc/logrotate.d/dmlaunch")
+	changed := []byte("/var/log/xen/dmlaunch-console-*.log {\n\tdaily\n}\n")
+	require.NoError(t, os.WriteFile(snippet, changed, 0o644))
+	out := script(t, root, "install.sh", "--dmlaunch", dmlaunch, "--dmctl", dmctl)
+	assert.Contains(t, out, "kept /etc/logrotate.d/dmlaunch: it was changed")
+	out = script(t, root, "uninstall.sh")
+	assert.Contains(t, out, "kept "+snippet+": it was changed")
+	b, err := os.ReadFile(snippet)
+	require.NoError(t, err)
+	assert.Equal(t, changed, b, "the operator's rotation is left alone")
+}
