@@ -114,6 +114,18 @@ func TestMonitorCannotHang(t *testing.T) {
 				}
 			}
 		}, exitMonitorNoReply, []string{`"human-monitor-command": the reply is over the 16 MiB limit (--max-reply raises it); the command was sent and may have run`}},
+		{"an endless reply, a small cap", func(conn net.Conn, dec *json.Decoder) {
+			if _, ok := negotiate(conn, dec); !ok {
+				return
+			}
+			_, _ = conn.Write([]byte(`{"return": "`))
+			chunk := []byte(strings.Repeat("x", 4<<10))
+			for {
+				if _, err := conn.Write(chunk); err != nil {
+					return
+				}
+			}
+		}, exitMonitorNoReply, []string{`"human-monitor-command": the reply is over the 64 KiB limit (--max-reply raises it)`}},
 		{"an endless reply, slowly", func(conn net.Conn, dec *json.Decoder) {
 			if _, ok := negotiate(conn, dec); !ok {
 				return
@@ -142,7 +154,19 @@ func TestMonitorCannotHang(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := standIn(t, tt.handle)
-			_, stderr, status, took, rss := monitorRun(t, "", "monitor", "--qmp", path, "--timeout", timeout.String(), "7", "-c", "info status")
+			args := []string{"monitor", "--qmp", path, "--timeout", timeout.String(), "7", "-c", "info status"}
+			timeout := timeout
+			switch {
+			case strings.Contains(tt.name, "small cap"):
+				args = append(args, "--max-reply", "64K")
+				fallthrough
+			case tt.name == "an endless reply":
+				// The cap, not the clock, ends these, even on a loaded
+				// machine.
+				timeout = 30 * time.Second
+				args[4] = timeout.String()
+			}
+			_, stderr, status, took, rss := monitorRun(t, "", args...)
 			assert.Equal(t, tt.status, status, "%s", stderr)
 			for _, w := range tt.want {
 				assert.Contains(t, stderr, w)
