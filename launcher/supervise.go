@@ -390,6 +390,10 @@ func (s *supervision) waitQEMU() error {
 			s.stopDebuggers(0)
 			s.releaseHold()
 			_ = s.qemu.process().Signal(forward)
+			// A gdbserver ended mid-attach leaves QEMU in a job-control
+			// stop (PTRACE_ATTACH's SIGSTOP), where the signal would wait
+			// for the SIGKILL.
+			_ = s.qemu.process().Signal(syscall.SIGCONT)
 			killTimer = time.After(GracePeriod)
 		case <-killTimer:
 			killTimer = s.kill()
