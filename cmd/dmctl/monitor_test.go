@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // standIn is a QMP server that misbehaves as told, on a fresh socket.
@@ -249,4 +251,31 @@ func TestHMPTextEscapesControlCharacters(t *testing.T) {
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, hmpText(tt.in), "%q", tt.in)
 	}
+}
+
+// The interactive shell does not hang either: a QEMU that stops answering
+// mid-session ends it with status 4, the terminal restored.
+func TestMonitorShellEndsWhenQEMUStopsAnswering(t *testing.T) {
+	path := standIn(t, func(conn net.Conn, dec *json.Decoder) {
+		req, ok := negotiate(conn, dec)
+		for ok {
+			if req.Arguments["command-line"] == "info status" {
+				quiet(conn)
+				return
+			}
+			_ = json.NewEncoder(conn).Encode(map[string]any{"return": "help text\r\n", "id": req.ID})
+			ok = dec.Decode(&req) == nil
+		}
+	})
+	tm := startTerminal(t, []string{"HOME=" + t.TempDir()}, "monitor", "--qmp", path, "--timeout", "1s", "7")
+	pos := tm.expect(t, 0, "(qemu) ")
+	tm.typeText(t, "info status\r")
+	tm.expect(t, pos, `"human-monitor-command": no answer within 1s (--timeout raises it); the command was sent and may have run`)
+	assert.Equal(t, exitMonitorNoReply, tm.exitStatus(t))
+	slave, err := os.OpenFile(ptsName(t, tm.master), os.O_RDWR|unix.O_NOCTTY, 0)
+	require.NoError(t, err)
+	defer slave.Close()
+	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	require.NoError(t, err)
+	assert.NotZero(t, after.Lflag&unix.ECHO, "echo is back")
 }
