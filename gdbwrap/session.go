@@ -56,6 +56,52 @@ type Server struct {
 	// checking are the connections not yet handed to a gdbserver:
 	// Shutdown closes them.
 	checking map[net.Conn]bool
+	// turnedAway limits the lines logged for refused and dropped clients:
+	// anyone who can connect could otherwise fill the toolstack's log.
+	turnedAway rateLimit
+}
+
+// rateLimit lets through at most limitLines lines per limitWindow and
+// counts the rest.
+type rateLimit struct {
+	mu         sync.Mutex
+	start      time.Time
+	lines      int
+	suppressed int
+}
+
+const (
+	limitLines  = 20
+	limitWindow = time.Minute
+)
+
+// allow reports whether a line may be logged now and, if so, how many
+// were suppressed since the last one logged.
+func (r *rateLimit) allow(now time.Time) (ok bool, suppressed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now.Sub(r.start) >= limitWindow {
+		r.start, r.lines = now, 0
+	}
+	if r.lines >= limitLines {
+		r.suppressed++
+		return false, 0
+	}
+	r.lines++
+	suppressed, r.suppressed = r.suppressed, 0
+	return true, suppressed
+}
+
+// logTurnedAway logs a refused or dropped client, within the rate limit.
+func (s *Server) logTurnedAway(format string, args ...any) {
+	ok, suppressed := s.turnedAway.allow(time.Now())
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		s.Logf("debug port: %d more clients were refused or dropped without a log line (at most %d lines a minute)", suppressed, limitLines)
+	}
+	s.Logf(format, args...)
 }
 
 // Serve accepts clients until Shutdown.
@@ -101,7 +147,7 @@ func (s *Server) Serve() {
 				s.handle(conn)
 			}()
 		default:
-			s.Logf("debug port: dropped %s: %d connections are being checked already", conn.RemoteAddr(), maxPending)
+			s.logTurnedAway("debug port: dropped %s: %d connections are being checked already", conn.RemoteAddr(), maxPending)
 			conn.Close()
 		}
 	}
@@ -116,7 +162,7 @@ func (s *Server) isClosed() bool {
 func (s *Server) handle(conn net.Conn) {
 	peer, err := s.Access.Check(conn)
 	if err != nil {
-		s.Logf("debug port: %v", err)
+		s.logTurnedAway("debug port: %v", err)
 		s.refuse(conn, "dmlaunch refused this debugger: "+refusalText(err))
 		return
 	}
@@ -125,7 +171,7 @@ func (s *Server) handle(conn net.Conn) {
 		timeout = SniffTimeout
 	}
 	if err := Sniff(conn.(syscall.Conn), timeout); err != nil {
-		s.Logf("debug port: dropped %s: %v", peer, err)
+		s.logTurnedAway("debug port: dropped %s: %v", peer, err)
 		conn.Close()
 		return
 	}

@@ -108,3 +108,19 @@ func TestSniffDropsWhatIsNotGDB(t *testing.T) {
 		})
 	}
 }
+
+func TestRateLimit(t *testing.T) {
+	var r rateLimit
+	now := time.Now()
+	for i := 0; i < limitLines; i++ {
+		ok, _ := r.allow(now)
+		require.True(t, ok, "line %d", i)
+	}
+	ok, _ := r.allow(now.Add(time.Second))
+	assert.False(t, ok, "past the limit")
+	ok, _ = r.allow(now.Add(2 * time.Second))
+	assert.False(t, ok)
+	ok, suppressed := r.allow(now.Add(limitWindow))
+	assert.True(t, ok, "a new window")
+	assert.Equal(t, 2, suppressed, "the next line tells how many were left out")
+}
