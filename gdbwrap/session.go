@@ -218,6 +218,9 @@ func (s *Server) handle(conn net.Conn) {
 		if err == nil {
 			err = cmd.Wait()
 			s.Logf("debug port: debugger %s left (%s: %s)", peer, filepath.Base(args[0]), exitText(err))
+			if err != nil {
+				s.resumeIfStopped()
+			}
 		}
 		s.mu.Lock()
 		s.active = nil
@@ -236,6 +239,23 @@ func (s *Server) handle(conn net.Conn) {
 		}
 	}
 	<-ended
+}
+
+// resumeIfStopped ends the job-control stop that a gdbserver killed or
+// crashed in mid-attach leaves behind (its PTRACE_ATTACH's SIGSTOP):
+// nobody else would, and the guest would stay frozen. A process still
+// held (gdb-wait) is left alone, and the signal goes through the process
+// handle, so a reaped process's pid is never signalled.
+func (s *Server) resumeIfStopped() {
+	if s.Hold != nil && !s.Hold.Released() {
+		return
+	}
+	tracer, state, err := TraceState(s.Process.Pid)
+	if err != nil || tracer != 0 || state != 'T' {
+		return
+	}
+	s.Logf("debug port: the debugger left pid %d stopped: resuming it", s.Process.Pid)
+	_ = s.Process.Signal(syscall.SIGCONT)
 }
 
 // refusalText is what a refused client is told: the reason, without the
