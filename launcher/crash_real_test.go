@@ -166,3 +166,36 @@ func TestCrashUnderAnAttachedDebugger(t *testing.T) {
 	assert.Regexp(t, `was killed by SIGSEGV \(segmentation fault\) and dumped core: \S+ \(.*whole\)`, s.stderr.String())
 	assert.Contains(t, s.stderr.String(), "backtrace: Thread 1 ")
 }
+
+// A debugger that disconnects (killed) after QEMU stopped on the signal:
+// gdbserver detaches, and the signal still ends QEMU with its core.
+func TestCrashUnderADebuggerThatDisconnects(t *testing.T) {
+	needCoreFiles(t)
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdbserver", "gdb")
+	qemu, gdb := paths[0], paths[2]
+	disk := bootImage(t, guest.Options{Message: "disconnects\r\n"})
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=gdb"}, guestArgs("disconnects", disk))
+	rec := s.record(t)
+	s.waitLog(t, "gdb: target remote")
+	// gdb reads its commands from a pipe the test holds open, so that it
+	// is still connected when it is killed.
+	g := exec.Command(gdb, "-nx", "-q", "-ex", "set sysroot /", "-ex", "target remote "+rec.GDB, "-ex", "continue", qemu)
+	g.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	stdin, err := g.StdinPipe()
+	require.NoError(t, err)
+	defer stdin.Close()
+	var out realtest.SyncBuffer
+	g.Stdout, g.Stderr = &out, &out
+	require.NoError(t, g.Start())
+	require.Eventually(t, func() bool {
+		tracer, state := procStatus(t, rec.QEMUPID)
+		return tracer != 0 && state != 't'
+	}, 30*time.Second, 10*time.Millisecond, "QEMU runs under the debugger")
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, syscall.Kill(rec.QEMUPID, syscall.SIGSEGV))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "received signal SIGSEGV") }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, g.Process.Kill()) // the debugger vanishes
+	_ = g.Wait()
+	assert.Equal(t, 128+int(syscall.SIGSEGV), s.wait(t, 60*time.Second))
+	assert.Regexp(t, `was killed by SIGSEGV \(segmentation fault\) and dumped core: \S+ \(.*whole\)`, s.stderr.String())
+}
