@@ -434,3 +434,88 @@ func TestGDBWaitReleasesToGDBByPID(t *testing.T) {
 	assert.Equal(t, guest.ExitStatus(2), s.wait(t, 60*time.Second))
 	assertNoHoldLeft(t, rec.QEMUPID)
 }
+
+// netnsPeer makes a network namespace joined to this one by a veth pair:
+// this side has 198.51.100.1/24 and 203.0.113.1/24, the namespace .2 of
+// each. It returns the namespace's name.
+func netnsPeer(t *testing.T) string {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	ipCmd := realtest.Need(t, "ip")[0]
+	ns := fmt.Sprintf("dmlt%d", os.Getpid()%100000)
+	host, peer := ns+"a", ns+"b"
+	run := func(args ...string) {
+		t.Helper()
+		out, err := exec.Command(ipCmd, args...).CombinedOutput()
+		require.NoError(t, err, "ip %q: %s", args, out)
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() {
+		_ = exec.Command(ipCmd, "link", "del", host).Run()
+		_ = exec.Command(ipCmd, "netns", "del", ns).Run()
+	})
+	run("link", "add", host, "type", "veth", "peer", "name", peer)
+	run("link", "set", peer, "netns", ns)
+	run("addr", "add", "198.51.100.1/24", "dev", host)
+	run("addr", "add", "203.0.113.1/24", "dev", host)
+	run("link", "set", host, "up")
+	run("-n", ns, "addr", "add", "198.51.100.2/24", "dev", peer)
+	run("-n", ns, "addr", "add", "203.0.113.2/24", "dev", peer)
+	run("-n", ns, "link", "set", peer, "up")
+	run("-n", ns, "link", "set", "lo", "up")
+	// The link takes a moment to carry traffic: until then a connection
+	// fails with "No route to host" rather than reaching this side (where
+	// nothing listens on port 9).
+	for _, addr := range []string{"198.51.100.1", "203.0.113.1"} {
+		require.Eventually(t, func() bool {
+			out, _ := exec.Command(ipCmd, "netns", "exec", ns, "bash", "-c", "exec 3<>/dev/tcp/"+addr+"/9").CombinedOutput()
+			return strings.Contains(string(out), "Connection refused")
+		}, 20*time.Second, 100*time.Millisecond, "%s reachable from the namespace", addr)
+	}
+	return ns
+}
+
+func TestRemotePeersServedByNetwork(t *testing.T) {
+	paths := realtest.Need(t, realtest.QEMUTCG, "gdbserver", "gdb", "ip")
+	qemu, gdb, ipCmd := paths[0], paths[2], paths[3]
+	ns := netnsPeer(t)
+	disk := bootImage(t, guest.Options{Message: "x\r\n", Spin: true})
+	// A dual-stack listener: IPv4 peers arrive as ::ffff:a.b.c.d.
+	s := startSupervised(t, qemu, []string{"DMLAUNCH_DEBUG=gdb", fmt.Sprintf("DMLAUNCH_GDB_LISTEN=[::]:%d", s0port(t)), "DMLAUNCH_GDB_ALLOW=198.51.100.0/24"},
+		guestArgs("remote", disk))
+	rec := s.record(t)
+	_, port, _ := net.SplitHostPort(rec.GDB)
+	remoteGDB := func(addr string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, ipCmd, "netns", "exec", ns, gdb, "-nx", "-batch", "-ex", "target remote "+addr+":"+port, "-ex", "info inferiors", "-ex", "detach")
+		cmd.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	out := remoteGDB("198.51.100.1")
+	assert.Contains(t, out, fmt.Sprintf("process %d", rec.QEMUPID), "a peer on the allowed network attaches:\n%s", out)
+	s.waitLog(t, "debugger 198.51.100.2:")
+	s.waitLog(t, "(remote) attached")
+
+	out = remoteGDB("203.0.113.1")
+	assert.Contains(t, out, "Remote failure reply: E.dmlaunch refused this debugger: not in DMLAUNCH_GDB_ALLOW")
+	s.waitLog(t, "refused 203.0.113.2:")
+	tracer, _ := procStatus(t, rec.QEMUPID)
+	assert.Zero(t, tracer)
+
+	// gdb on the host itself is a local peer, served by uid.
+	out = gdbBatch(t, gdb, "target remote 127.0.0.1:"+port, "info inferiors", "detach")
+	assert.Contains(t, out, fmt.Sprintf("process %d", rec.QEMUPID))
+}
+
+// s0port is a free base port for domid 5 on every address.
+func s0port(t *testing.T) int {
+	l, err := net.Listen("tcp", "[::]:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port - 5
+}
