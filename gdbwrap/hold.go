@@ -346,11 +346,34 @@ func (fz *freezer) remove() error {
 // ownCgroupDir is the directory of the calling process's cgroup in the
 // v2 hierarchy, or in the v1 hierarchy that has the freezer.
 func ownCgroupDir(version int) (string, error) {
+	return cgroupDirOf("/proc/self/cgroup", version)
+}
+
+// FrozenCgroup is the cgroup directory that holds pid frozen (v2
+// cgroup.freeze, or a v1 freezer), or "" when none does: how a gdb-wait
+// launch holds QEMU until a debugger comes.
+func FrozenCgroup(pid int) string {
+	for _, version := range []int{2, 1} {
+		dir, err := cgroupDirOf("/proc/"+strconv.Itoa(pid)+"/cgroup", version)
+		if err != nil {
+			continue
+		}
+		if frozen, err := (&freezer{version: version, dir: dir}).frozen(); err == nil && frozen {
+			return dir
+		}
+	}
+	return ""
+}
+
+// cgroupDirOf is the directory of the cgroup that a /proc/<pid>/cgroup
+// file names in the v2 hierarchy, or in the v1 hierarchy that has the
+// freezer.
+func cgroupDirOf(procCgroup string, version int) (string, error) {
 	mountPoint, mountRoot, err := cgroupMount(version)
 	if err != nil {
 		return "", err
 	}
-	f, err := os.Open("/proc/self/cgroup")
+	f, err := os.Open(procCgroup)
 	if err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmlaunch/dmlaunch/internal/guest"
+	"github.com/dmlaunch/dmlaunch/internal/qmp"
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -278,4 +282,36 @@ func TestMonitorShellEndsWhenQEMUStopsAnswering(t *testing.T) {
 	after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
 	require.NoError(t, err)
 	assert.NotZero(t, after.Lflag&unix.ECHO, "echo is back")
+}
+
+// A gdb-wait launch holds QEMU frozen before its first instruction: dmctl
+// monitor says so at once, with status 3.
+func TestMonitorReportsAGDBWaitHold(t *testing.T) {
+	qemu := realtest.Need(t, realtest.QEMUTCG, "gdbserver")[0]
+	state := filepath.Join(t.TempDir(), "state")
+	img, err := guest.BootSector(guest.Options{Message: "never runs\r\n"})
+	require.NoError(t, err)
+	disk := filepath.Join(t.TempDir(), "boot.img")
+	require.NoError(t, os.WriteFile(disk, img, 0o644))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	base := l.Addr().(*net.TCPAddr).Port - 22
+	l.Close()
+	cmd := exec.Command(dmlaunchBin, "-name", "waiter", "-machine", "pc", "-accel", "tcg", "-display", "none",
+		"-nodefaults", "-no-user-config", "-serial", "pty", "-drive", "file="+disk+",format=raw,if=floppy")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_DEBUG=gdb-wait",
+		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + filepath.Join(t.TempDir(), "log"),
+		"XEN_DOMAIN_ID=22", fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base)}
+	launcherLog := &realtest.SyncBuffer{}
+	cmd.Stderr = launcherLog
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGHUP); _ = cmd.Wait() })
+	require.Eventually(t, func() bool { return strings.Contains(launcherLog.String(), "stopped before its first instruction") },
+		30*time.Second, 10*time.Millisecond)
+
+	_, stderr, status, took, _ := monitorRun(t, "", "--state-dir", state, "monitor", "22", "-c", "info status")
+	assert.Equal(t, exitMonitorNotSent, status)
+	assert.Regexp(t, `QEMU \(pid \d+\) is held frozen in cgroup \S+, waiting for a debugger \(gdb-wait\): its monitor answers once a debugger has let it start; nothing was sent`, stderr,
+		"launcher log:\n%s", launcherLog.String())
+	assert.Less(t, took, qmp.DefaultTimeout, "at once, not after the timeout")
 }

@@ -3,9 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 )
 
 // whyNotAnswering says why the process pid cannot answer its monitor, or ""
@@ -38,7 +39,7 @@ func whyNotAnswering(pid int) string {
 	case strings.HasPrefix(state, "T"), strings.HasPrefix(state, "t"):
 		return fmt.Sprintf("QEMU (pid %d) is stopped (%s): its monitor answers once it runs again (kill -CONT %d)", pid, state, pid)
 	}
-	if cg := frozenCgroup(pid); cg != "" {
+	if cg := gdbwrap.FrozenCgroup(pid); cg != "" {
 		return fmt.Sprintf("QEMU (pid %d) is held frozen in cgroup %s, waiting for a debugger (gdb-wait): its monitor answers once a debugger has let it start", pid, cg)
 	}
 	return ""
@@ -50,32 +51,4 @@ func commOf(pid int) string {
 		return "pid " + strconv.Itoa(pid)
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// frozenCgroup is the cgroup that freezes pid (v2 cgroup.events "frozen
-// 1", v1 freezer.state FROZEN), or "".
-func frozenCgroup(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		switch {
-		case f[0] == "0" && f[1] == "":
-			ev, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", f[2], "cgroup.events"))
-			if err == nil && strings.Contains("\n"+string(ev), "\nfrozen 1") {
-				return f[2]
-			}
-		case strings.Contains(","+f[1]+",", ",freezer,"):
-			st, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", f[2], "freezer.state"))
-			if err == nil && strings.TrimSpace(string(st)) != "THAWED" {
-				return f[2]
-			}
-		}
-	}
-	return ""
 }
