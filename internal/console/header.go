@@ -1,10 +1,10 @@
 package console
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -28,17 +28,134 @@ func Header(t time.Time, domid int, name string, launcherPID int, event string) 
 		t.UTC().Format(time.RFC3339), domid, shellquote.Visible(name), launcherPID, event)
 }
 
-var anyHeader = regexp.MustCompile(`(?:\A|\n)=== dmlaunch [^\n]* ===\n`)
+// The header lines are matched by hand rather than with package regexp:
+// dmlaunch links this package, and compiling a pattern at start-up (or
+// linking regexp at all) would cost every pass-through launch, which
+// never reads a console log.
+const (
+	headerOpen  = "=== dmlaunch "
+	headerClose = " ==="
+)
 
-// Strip returns a console log's content without the launcher's lines: the
-// guest's bytes alone, in order.
-func Strip(log []byte) []byte {
-	return anyHeader.ReplaceAll(log, nil)
+// headerLineLen is the length, newline included, of the header line that
+// b starts with (any line "=== dmlaunch ... ===\n"), or -1.
+func headerLineLen(b []byte) int {
+	if !bytes.HasPrefix(b, []byte(headerOpen)) {
+		return -1
+	}
+	nl := bytes.IndexByte(b, '\n')
+	if nl < len(headerOpen)+len(headerClose) || !bytes.HasSuffix(b[:nl], []byte(headerClose)) {
+		return -1
+	}
+	return nl + 1
 }
 
-// A header that opens a launch's part of a file. Gap markers are not: the
-// bytes on both sides of one belong to the same launch.
-var partStart = regexp.MustCompile(`(?m)^=== dmlaunch \S+: domain \d+ \(.*\), launcher pid (\d+): console log (starts|continues after rotation) ===$`)
+// Strip returns a console log's content without the launcher's lines: the
+// guest's bytes alone, in order. A header line goes with the newline
+// before it, which the launcher wrote (one at the very start of the log
+// has none).
+func Strip(log []byte) []byte {
+	var out []byte
+	kept, i := 0, 0 // log[kept:i] is the guest's; i is where to look on
+	if n := headerLineLen(log); n >= 0 {
+		kept, i = n, n
+	}
+	for {
+		nl := bytes.IndexByte(log[i:], '\n')
+		if nl < 0 {
+			break
+		}
+		at := i + nl
+		if n := headerLineLen(log[at+1:]); n >= 0 {
+			out = append(out, log[kept:at]...)
+			kept, i = at+1+n, at+1+n
+			continue
+		}
+		i = at + 1
+	}
+	return append(out, log[kept:]...)
+}
+
+// partStartPID parses line (without its newline) as a header that opens a
+// launch's part of a file:
+//
+//	=== dmlaunch TIME: domain N (NAME), launcher pid PID: console log starts ===
+//
+// or "... console log continues after rotation ===", and returns PID's
+// digits. Gap markers are not part starts: the bytes on both sides of one
+// belong to the same launch.
+func partStartPID(line []byte) ([]byte, bool) {
+	// From the end: the event, the launcher's pid, and the name's end.
+	rest, ok := bytes.CutSuffix(line, []byte(headerClose))
+	if !ok {
+		return nil, false
+	}
+	if r, ok := bytes.CutSuffix(rest, []byte("starts")); ok {
+		rest = r
+	} else if rest, ok = bytes.CutSuffix(rest, []byte("continues after rotation")); !ok {
+		return nil, false
+	}
+	if rest, ok = bytes.CutSuffix(rest, []byte(": console log ")); !ok {
+		return nil, false
+	}
+	digits := len(rest)
+	for digits > 0 && isDigit(rest[digits-1]) {
+		digits--
+	}
+	pid := rest[digits:]
+	if len(pid) == 0 {
+		return nil, false
+	}
+	if rest, ok = bytes.CutSuffix(rest[:digits], []byte("), launcher pid ")); !ok {
+		return nil, false
+	}
+	// From the start: the time (no white space) and the domid.
+	head, ok := bytes.CutPrefix(line, []byte(headerOpen))
+	if !ok {
+		return nil, false
+	}
+	space := bytes.IndexAny(head, " \t\n\f\r")
+	if space < 2 || head[space-1] != ':' {
+		return nil, false
+	}
+	head, ok = bytes.CutPrefix(head[space:], []byte(" domain "))
+	if !ok {
+		return nil, false
+	}
+	n := 0
+	for n < len(head) && isDigit(head[n]) {
+		n++
+	}
+	if n == 0 || !bytes.HasPrefix(head[n:], []byte(" (")) {
+		return nil, false
+	}
+	// The name, any bytes but a newline, lies between the two parts,
+	// which must not overlap.
+	nameStart := len(line) - len(head) + n + len(" (")
+	if nameStart > len(rest) {
+		return nil, false
+	}
+	return pid, true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// lastPartStart finds the last line of b that opens a launch's part, and
+// returns the launcher pid's digits and the offset of the line's end (its
+// newline, or the end of b). b's first and last lines count whole.
+func lastPartStart(b []byte) (pid []byte, end int, ok bool) {
+	end = len(b)
+	for {
+		start := bytes.LastIndexByte(b[:end], '\n') + 1
+		if pid, ok := partStartPID(b[start:end]); ok {
+			return pid, end, true
+		}
+		if start == 0 {
+			return nil, 0, false
+		}
+		end = start - 1
+	}
+}
 
 // maxHeaderScan bounds how far back LaunchTail looks for the header of the
 // current part: a larger part simply is all the current launch's.
@@ -79,13 +196,12 @@ func LaunchTailOf(f io.ReaderAt, size int64, launcherPID int, n int64) ([]byte, 
 		if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
 			return nil, err
 		}
-		if locs := partStart.FindAllSubmatchIndex(b, -1); locs != nil {
-			last := locs[len(locs)-1]
-			pid, _ := strconv.Atoi(string(b[last[2]:last[3]]))
+		if digits, lineEnd, ok := lastPartStart(b); ok {
+			pid, _ := strconv.Atoi(string(digits))
 			if pid != launcherPID {
 				return nil, nil
 			}
-			partFrom := start + int64(last[1]) + 1 // after the header's newline
+			partFrom := start + int64(lineEnd) + 1 // after the header's newline
 			from := min(max(partFrom, size-n), size)
 			out := make([]byte, size-from)
 			if _, err := f.ReadAt(out, from); err != nil && err != io.EOF {
