@@ -22,7 +22,17 @@ const (
 	ToolVgdb     = "vgdb"
 )
 
-var toolPackages = map[string]string{ToolStrace: "strace", ToolValgrind: "valgrind", ToolVgdb: "valgrind"}
+// toolPackage is the Debian package that has a tool. (A switch, not a map:
+// a package-level map is built at every launch's start-up.)
+func toolPackage(tool string) string {
+	switch tool {
+	case ToolStrace:
+		return "strace"
+	case ToolValgrind, ToolVgdb:
+		return "valgrind"
+	}
+	return ""
+}
 
 // ToolMissingError is a debug mode whose tool is not installed: the
 // launch is refused (exit status 2) rather than started without it.
@@ -34,7 +44,7 @@ func (e *ToolMissingError) Error() string {
 
 // Hint says how to install the tool.
 func (e *ToolMissingError) Hint() string {
-	return "apt-get install " + toolPackages[e.Tool] + " (scripts/deps.sh), or choose another mode"
+	return "apt-get install " + toolPackage(e.Tool) + " (scripts/deps.sh), or choose another mode"
 }
 
 // ToolLogPath is a per-launch file in the log directory for a tool's
