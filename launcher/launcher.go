@@ -758,14 +758,9 @@ func (p *Plan) writeRecord(r registry.Record, haveLease bool) error {
 	return p.stateDirError(err)
 }
 
-// takeLease records the launch's hold on its domid, or allocates one for
-// a launch that carries none; holder's death ends it.
-func (p *Plan) takeLease(holder proc.Identity) (domid.Lease, error) {
-	return p.acquire(holder, nil)
-}
-
-// acquire is takeLease with commit run under the lease lock once the
-// domid is known (see domid.Request.Commit).
+// acquire records the launch's hold on its domid, or allocates one for a
+// launch that carries none; holder's death ends it. commit runs under the
+// lease lock once the domid is known (see domid.Request.Commit).
 func (p *Plan) acquire(holder proc.Identity, commit func(domid.Lease) error) (domid.Lease, error) {
 	req := domid.Request{Domid: -1, Kind: string(p.Kind), Name: p.Name, Holder: holder, Commit: commit}
 	if p.HasDomid {

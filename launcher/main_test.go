@@ -3,6 +3,7 @@ package launcher
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,8 +20,13 @@ import (
 
 // The test binary is also the fake QEMU: started with FAKE_QEMU_REPORT
 // set, it writes what it was given (pid, argv, environment, open fds) to
-// that file and exits with FAKE_QEMU_EXIT.
+// that file and exits with FAKE_QEMU_EXIT. Started as "strace" with
+// FAKE_STRACE_GATE set, it is a strace that waits at that FIFO and leaves
+// without attaching (fakeStrace).
 func TestMain(m *testing.M) {
+	if gate := os.Getenv("FAKE_STRACE_GATE"); gate != "" && filepath.Base(os.Args[0]) == "strace" {
+		fakeStrace(gate)
+	}
 	if report := os.Getenv("FAKE_QEMU_REPORT"); report != "" {
 		fakeQEMU(report)
 	}
@@ -87,6 +93,26 @@ func fakeQEMU(report string) {
 	}
 	code, _ := strconv.Atoi(os.Getenv("FAKE_QEMU_EXIT"))
 	os.Exit(code)
+}
+
+// fakeStrace says it was started (its argv in gate+".args"), then waits
+// until the test opens the FIFO gate for writing and closes it, and exits
+// without attaching: the launch it serves is held between its lease and
+// QEMU's start for as long as the test needs.
+func fakeStrace(gate string) {
+	tmp := gate + ".args.new"
+	if err := os.WriteFile(tmp, []byte(strings.Join(os.Args, "\n")), 0o600); err != nil {
+		os.Exit(98)
+	}
+	if err := os.Rename(tmp, gate+".args"); err != nil {
+		os.Exit(98)
+	}
+	f, err := os.Open(gate) // blocks until the test opens it to write
+	if err != nil {
+		os.Exit(97)
+	}
+	_, _ = io.Copy(io.Discard, f)
+	os.Exit(0)
 }
 
 var dmlaunchBin, dmlaunchNoQEMUBin string

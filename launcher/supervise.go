@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/argv"
+	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/console"
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
@@ -98,6 +99,9 @@ type supervision struct {
 	server    *gdbwrap.Server
 	status    int
 	started   time.Time
+	// record is the launch's registry record as last written (takeLease,
+	// then writeRecord), to remove it at the end.
+	record *registry.Record
 
 	// coreLimit is the RLIMIT_CORE QEMU got; crash is set when QEMU died
 	// of a core-dumping signal (crash.go).
@@ -171,18 +175,45 @@ func (s *supervision) trapSignals() error {
 	return nil
 }
 
+// takeLease takes the domid's lease and, under the same lock, writes a
+// first registry record: launcher, domid, kind and name, no QEMU pid yet.
+// A lease file rebuilt from the registry while QEMU starts (it is lost or
+// damaged in that window) then still finds this launch, as it finds a
+// pass-through one. writeRecord completes the record once QEMU runs.
 func (s *supervision) takeLease() error {
 	self, err := proc.Self()
 	if err != nil {
 		return err
 	}
 	s.self = self
-	lease, err := s.p.takeLease(self)
+	p := s.p
+	lease, err := p.acquire(self, func(l domid.Lease) error {
+		rec := registry.Record{
+			Domid: l.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
+			Launcher: self, QEMU: p.QEMU, Started: time.Now().UTC(),
+		}
+		if err := p.writeRecord(rec, true); err != nil {
+			return err
+		}
+		s.record = &rec
+		return nil
+	})
 	if err != nil {
+		s.removeRecord() // written, but the lease could not be saved
 		return err
 	}
-	s.atExit(func() { _ = s.p.allocator().Release(lease.Domid, self) })
+	s.atExit(func() { _ = p.allocator().Release(lease.Domid, self) })
+	s.atExit(s.removeRecord) // before the lease goes, as undo does
 	return nil
+}
+
+// removeRecord removes the launch's record, the first or the completed
+// one, whichever was written last, unless a later launch replaced it.
+func (s *supervision) removeRecord() {
+	if s.record != nil {
+		_ = registry.Remove(s.p.Config.StateDir, *s.record)
+		s.record = nil
+	}
 }
 
 // openDebugPort binds the port before QEMU starts, so a busy port stops
@@ -301,6 +332,7 @@ func (s *supervision) releaseHold() {
 	}
 }
 
+// writeRecord completes the record takeLease wrote, now that QEMU runs.
 func (s *supervision) writeRecord() error {
 	p := s.p
 	rec := registry.Record{
@@ -310,9 +342,10 @@ func (s *supervision) writeRecord() error {
 		Started: time.Now().UTC(),
 	}
 	if _, err := registry.Write(p.Config.StateDir, rec); err != nil {
-		s.logf("registry record not written: %v", err)
+		s.logf("registry record not completed (dmctl list shows this launch as starting): %v", err)
+		return nil
 	}
-	s.atExit(func() { _ = registry.Remove(p.Config.StateDir, rec) })
+	s.record = &rec
 	return nil
 }
 

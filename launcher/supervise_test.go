@@ -114,12 +114,12 @@ func (s *supervised) record(t *testing.T) inventory.Entry {
 	var rec inventory.Entry
 	require.Eventually(t, func() bool {
 		entries, err := inventory.List(s.state)
-		if err != nil || len(entries) != 1 {
-			return false
+		if err != nil || len(entries) != 1 || entries[0].Starting {
+			return false // none yet, or the first one, written before QEMU starts
 		}
 		rec = entries[0]
 		return true
-	}, 30*time.Second, 10*time.Millisecond, "waiting for the registry record")
+	}, 30*time.Second, 10*time.Millisecond, "waiting for the registry record of the running QEMU")
 	return rec
 }
 

@@ -19,7 +19,8 @@ func init() {
 		short: "list the device models dmlaunch launched",
 		long: `One line per registry record in the state directory. A record whose launcher
 is gone (its pid no longer runs with the same start time) is shown as stale;
-dmctl prune removes those. A record that cannot be read (damaged, oversized,
+dmctl prune removes those. A debug-mode launch whose QEMU has not started yet
+(its record has no QEMU pid) is shown as starting. A record that cannot be read (damaged, oversized,
 a symbolic link, a device, another user's file) is named on standard error
 and skipped; the others are listed. Control characters in names and paths
 are shown escaped (\t, \n, \x1b), so each launch stays on one line.
@@ -68,13 +69,19 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 	t.add("DOMID", "NAME", "KIND", "MODE", "QEMU PID", "UPTIME", "GDB", "CONSOLE", "STATE")
 	stale := 0
 	for _, en := range entries {
-		state, uptime := "running", time.Since(en.Started).Truncate(time.Second).String()
-		if en.Stale {
+		state, uptime, pid := "running", time.Since(en.Started).Truncate(time.Second).String(), strconv.Itoa(en.QEMUPID)
+		switch {
+		case en.Stale:
 			state, uptime = "stale", "-"
 			stale++
+		case en.Starting:
+			state, uptime = "starting", "-"
+		}
+		if en.QEMUPID == 0 { // recorded before QEMU started
+			pid = "-"
 		}
 		t.add(strconv.Itoa(en.Domid), dash(en.Name), en.Kind, en.Mode,
-			strconv.Itoa(en.QEMUPID), uptime, dash(en.GDB), dash(en.ConsolePTY), state)
+			pid, uptime, dash(en.GDB), dash(en.ConsolePTY), state)
 	}
 	if err := t.write(e.stdout); err != nil {
 		return err

@@ -93,8 +93,8 @@ func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, nam
 	})
 	require.Eventually(t, func() bool {
 		entries, _ := inventory.Find(state, domid)
-		return len(entries) == 1 && !entries[0].Stale
-	}, 30*time.Second, 10*time.Millisecond, "domain %d registered", domid)
+		return len(entries) == 1 && !entries[0].Stale && !entries[0].Starting
+	}, 30*time.Second, 10*time.Millisecond, "domain %d registered, its QEMU running", domid)
 	rec := d.record(t)
 	require.Eventually(t, func() bool {
 		b, _ := os.ReadFile(rec.ConsoleLog)

@@ -24,6 +24,10 @@ func lookup(e *env, arg string) (inventory.Entry, error) {
 		if en.Kind == "qdisk" {
 			continue
 		}
+		if en.Starting {
+			return en, fmt.Errorf("domain %d: its launch (launcher pid %d) is starting and QEMU does not run yet; try again once dmctl list shows it running",
+				d, en.Launcher.PID)
+		}
 		if !en.Stale {
 			return en, nil
 		}

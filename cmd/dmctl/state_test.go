@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -198,4 +199,32 @@ func TestPrune(t *testing.T) {
 	assert.Equal(t, 0, status)
 	assert.Contains(t, out, "does not exist")
 	assert.NoDirExists(t, filepath.Join(dir, "none"))
+}
+
+// A debug-mode launch records itself when it takes its lease, before
+// QEMU starts: list shows it as starting, and the commands that need its
+// QEMU say it is not there yet instead of calling it another mode.
+func TestAStartingLaunchIsShownAsStarting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	live := liveProcess(t)
+	_, err := registry.Write(dir, registry.Record{Domid: 6, Name: "early", Kind: "hvm", Mode: "gdb-wait", Launcher: live,
+		QEMU: "/usr/libexec/xen-qemu-system-i386", Started: time.Now()})
+	require.NoError(t, err)
+
+	out, stderr, status := dmctl(t, "--state-dir", dir, "list")
+	require.Equal(t, 0, status, stderr)
+	assert.Regexp(t, `(?m)^6\s+early\s+hvm\s+gdb-wait\s+-\s+-\s+-\s+-\s+starting$`, out)
+	assert.NotContains(t, stderr, "stale")
+
+	out, _, status = dmctl(t, "--state-dir", dir, "list", "--json")
+	require.Equal(t, 0, status)
+	assert.Contains(t, out, `"starting": true`)
+	assert.Contains(t, out, `"qemu_pid": 0`)
+
+	for _, cmd := range [][]string{{"gdb", "--print", "6"}, {"console", "6"}, {"monitor", "6", "--command", "info status"}} {
+		_, stderr, status := dmctl(t, append([]string{"--state-dir", dir}, cmd...)...)
+		assert.NotEqual(t, 0, status, cmd)
+		assert.Contains(t, stderr, fmt.Sprintf("domain 6: its launch (launcher pid %d) is starting and QEMU does not run yet", live.PID), cmd)
+	}
 }

@@ -36,6 +36,10 @@ type Entry struct {
 	registry.Record
 	Path  string `json:"path"`
 	Stale bool   `json:"stale"`
+	// Starting is a live launch whose QEMU has not started yet: a
+	// supervised launch records itself when it takes its lease, without
+	// a QEMU pid, and completes the record once QEMU runs.
+	Starting bool `json:"starting"`
 	// raw is the file's content, to remove it only while unchanged.
 	raw []byte
 }
@@ -93,7 +97,8 @@ func Scan(dir string) (Listing, error) {
 			out.Bad = append(out.Bad, &registry.BadRecordError{Path: path, Reason: "cannot be read: " + err.Error()})
 			continue
 		}
-		out.Entries = append(out.Entries, Entry{Record: r, Path: path, Stale: !r.Launcher.Alive(), raw: raw})
+		stale := !r.Launcher.Alive()
+		out.Entries = append(out.Entries, Entry{Record: r, Path: path, Stale: stale, Starting: !stale && r.QEMUPID == 0, raw: raw})
 	}
 	sort.SliceStable(out.Entries, func(i, j int) bool {
 		a, b := out.Entries[i], out.Entries[j]
