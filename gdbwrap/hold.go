@@ -346,7 +346,7 @@ func (fz *freezer) remove() error {
 // ownCgroupDir is the directory of the calling process's cgroup in the
 // v2 hierarchy, or in the v1 hierarchy that has the freezer.
 func ownCgroupDir(version int) (string, error) {
-	return cgroupDirOf("/proc/self/cgroup", version)
+	return CgroupDir("/proc/self/cgroup", "/proc/self/mountinfo", version)
 }
 
 // FrozenCgroup is the cgroup directory that holds pid frozen (v2
@@ -354,7 +354,7 @@ func ownCgroupDir(version int) (string, error) {
 // launch holds QEMU until a debugger comes.
 func FrozenCgroup(pid int) string {
 	for _, version := range []int{2, 1} {
-		dir, err := cgroupDirOf("/proc/"+strconv.Itoa(pid)+"/cgroup", version)
+		dir, err := CgroupDir("/proc/"+strconv.Itoa(pid)+"/cgroup", "/proc/self/mountinfo", version)
 		if err != nil {
 			continue
 		}
@@ -365,11 +365,13 @@ func FrozenCgroup(pid int) string {
 	return ""
 }
 
-// cgroupDirOf is the directory of the cgroup that a /proc/<pid>/cgroup
-// file names in the v2 hierarchy, or in the v1 hierarchy that has the
-// freezer.
-func cgroupDirOf(procCgroup string, version int) (string, error) {
-	mountPoint, mountRoot, err := cgroupMount(version)
+// CgroupDir is the directory of the cgroup that a /proc/<pid>/cgroup
+// file names in the v2 hierarchy (version 2), or in the v1 hierarchy that
+// has the freezer (version 1), where a mountinfo file (/proc/self/
+// mountinfo) shows that hierarchy mounted. It is where a hold cgroup is
+// made, and what dmctl doctor checks.
+func CgroupDir(procCgroup, mountinfo string, version int) (string, error) {
+	mountPoint, mountRoot, err := cgroupMount(mountinfo, version)
 	if err != nil {
 		return "", err
 	}
@@ -401,8 +403,8 @@ func cgroupDirOf(procCgroup string, version int) (string, error) {
 
 // cgroupMount finds where the v2 hierarchy, or the v1 freezer hierarchy,
 // is mounted, and which of its cgroups the mount shows as its root.
-func cgroupMount(version int) (mountPoint, root string, err error) {
-	f, err := os.Open("/proc/self/mountinfo")
+func cgroupMount(mountinfo string, version int) (mountPoint, root string, err error) {
+	f, err := os.Open(mountinfo)
 	if err != nil {
 		return "", "", err
 	}

@@ -8,9 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/dmlaunch/dmlaunch/domid"
+	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/internal/statedir"
@@ -29,8 +32,12 @@ execs, that the real QEMU is found and is not dmlaunch itself, that gdbserver
 and gdb are installed, that ptrace is allowed, that the state and log
 directories are usable with safe modes, that the settings are valid, and
 that a crashed QEMU leaves a core (kernel.core_pattern, and fs.suid_dumpable
-when a running QEMU drops privileges with -runas).
-Exit status 1 when any check fails.
+when a running QEMU drops privileges with -runas), that a cgroup freezer can
+hold QEMU for gdb-wait and strace, and what damage left in the state
+directory (lease files kept aside, stale or unreadable registry records).
+Reads only: nothing is created, changed or repaired.
+Exit status 1 when any check fails; a warning (something that works in a
+lesser way, or a leftover) does not change it.
 
 --root checks an installation under DIR (as scripts/install.sh DESTDIR=DIR made it).`,
 		example: "  dmctl doctor\n  dmctl doctor --json | jq '.[] | select(.ok | not)'",
@@ -42,12 +49,14 @@ Exit status 1 when any check fails.
 	})
 }
 
-// Check is one finding of dmctl doctor.
+// Check is one finding of dmctl doctor. A warning is OK, with a fix: it
+// works in a lesser way, or something is left over to clean up.
 type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
-	Fix    string `json:"fix,omitempty"`
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Warning bool   `json:"warning,omitempty"`
+	Detail  string `json:"detail"`
+	Fix     string `json:"fix,omitempty"`
 }
 
 // dmlaunchModule identifies a dmlaunch binary by its embedded build info.
@@ -68,11 +77,14 @@ func runDoctor(e *env, fs *pflag.FlagSet, args []string) error {
 	} else {
 		for _, c := range checks {
 			mark := "ok  "
-			if !c.OK {
+			switch {
+			case !c.OK:
 				mark = "FAIL"
+			case c.Warning:
+				mark = "warn"
 			}
 			fmt.Fprintf(e.stdout, "%s %-18s %s\n", mark, c.Name, c.Detail)
-			if !c.OK && c.Fix != "" {
+			if (!c.OK || c.Warning) && c.Fix != "" {
 				fmt.Fprintf(e.stdout, "     %-18s fix: %s\n", "", c.Fix)
 			}
 		}
@@ -236,7 +248,8 @@ func doctor(root string) []Check {
 	for _, c := range coreChecks(at, stateDir, cfg) {
 		add(c.Name, c.OK, c.Detail, c.Fix)
 	}
-	return out
+	out = append(out, freezerCheck(at))
+	return append(out, stateChecks(stateDir)...)
 }
 
 // coreChecks say whether a crashed QEMU leaves a core: where the kernel
@@ -324,4 +337,133 @@ func runAsInUse(stateDir string) string {
 		}
 	}
 	return ""
+}
+
+// freezerCheck says whether gdb-wait and strace can hold QEMU before its
+// first instruction in a cgroup freezer, as gdbwrap.HoldAtExec does: in a
+// hold cgroup made inside the launcher's own cgroup, of the v2 hierarchy
+// (cgroup.freeze) or else the v1 freezer hierarchy (freezer.state). It
+// looks from dmctl's own cgroups; a launcher makes its hold cgroup in its
+// own, the toolstack's.
+func freezerCheck(at func(string) string) Check {
+	const name = "freezer"
+	mountinfo := at("/proc/self/mountinfo")
+	if _, err := os.Stat(mountinfo); err != nil {
+		return Check{Name: name, OK: true, Detail: "cgroups not readable here, not checked: " + err.Error()}
+	}
+	var why []string
+	for _, h := range []struct {
+		version int
+		method  string
+	}{{2, gdbwrap.HoldCgroupV2}, {1, gdbwrap.HoldCgroupV1}} {
+		dir, err := gdbwrap.CgroupDir(at("/proc/self/cgroup"), mountinfo, h.version)
+		if err != nil {
+			why = append(why, h.method+": "+err.Error())
+			continue
+		}
+		dir = at(dir)
+		if err := unix.Access(dir, unix.W_OK); err != nil {
+			why = append(why, fmt.Sprintf("%s: %s is not writable (%v)", h.method, dir, err))
+			continue
+		}
+		if h.version == 2 && !v2Freezes(at, dir) {
+			why = append(why, h.method+": this kernel has no cgroup.freeze (Linux 5.2 and later have it)")
+			continue
+		}
+		return Check{Name: name, OK: true, Detail: fmt.Sprintf("%s: gdb-wait and strace hold QEMU in a cgroup made in %s (seen from dmctl's own cgroup)", h.method, dir)}
+	}
+	return Check{Name: name, OK: true, Warning: true,
+		Detail: "no writable cgroup freezer (" + strings.Join(why, "; ") + "): gdb-wait and strace hold QEMU in a job-control stop instead, " +
+			"and a debugger sees one SIGCONT when QEMU is released (gdb: Program received signal SIGCONT; continue goes on)",
+		Fix: "mount the v1 freezer (mkdir -p /sys/fs/cgroup/freezer && mount -t cgroup -o freezer freezer /sys/fs/cgroup/freezer), " +
+			"or run on cgroup v2 with the toolstack's cgroup delegated to it and writable (systemd: Delegate=yes on its service)"}
+}
+
+// v2Freezes tells whether a cgroup made in dir has cgroup.freeze. A
+// non-root cgroup shows it itself; the root has none, and then the
+// kernel's version says.
+func v2Freezes(at func(string) string, dir string) bool {
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.freeze")); err == nil {
+		return true
+	}
+	b, err := os.ReadFile(at("/proc/sys/kernel/osrelease"))
+	if err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(string(b), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 5 || major == 5 && minor >= 2
+}
+
+// stateChecks report what damage left in the state directory: lease
+// files kept aside, a lease file the next launch will rebuild, stale and
+// unreadable registry records. They read only, as dmctl list does.
+func stateChecks(stateDir string) []Check {
+	if statedir.Check(stateDir) != nil {
+		return nil // the state directory check says why
+	}
+	var out []Check
+
+	lease := Check{Name: "lease file", OK: true, Detail: "sound"}
+	var notes, fixes []string
+	if st, err := launcher.NewAllocator(stateDir, launcher.EnvLookup(os.Environ())).List(); err != nil {
+		notes = append(notes, "cannot be read: "+err.Error())
+	} else if st.Damage != "" {
+		notes = append(notes, st.Damage)
+		fixes = append(fixes, "dmctl prune repairs it now")
+	}
+	var aside []string
+	for _, pattern := range []string{domid.LeaseFile + ".damaged.*", domid.LeaseFile + ".lock.damaged.*"} {
+		m, _ := filepath.Glob(filepath.Join(stateDir, pattern))
+		aside = append(aside, m...)
+	}
+	if len(aside) > 0 {
+		slices.Sort(aside)
+		notes = append(notes, fmt.Sprintf("%d damaged lease files kept aside when the lease file was rebuilt from the registry (the newest %s)",
+			len(aside), cell(aside[len(aside)-1])))
+		fixes = append(fixes, "read them for what damaged the lease file (a full disk, a hand edit), then remove them: rm "+
+			filepath.Join(stateDir, domid.LeaseFile)+".*damaged.*; nothing else reads them")
+	}
+	if len(notes) > 0 {
+		lease.Warning, lease.Detail, lease.Fix = true, strings.Join(notes, "; "), strings.Join(fixes, "; ")
+	}
+	out = append(out, lease)
+
+	listing, err := inventory.Scan(stateDir)
+	if err != nil {
+		return append(out, Check{Name: "registry", OK: false, Detail: err.Error(), Fix: "fix the state directory's permissions"})
+	}
+	live, starting, stale := 0, 0, []string{}
+	for _, en := range listing.Entries {
+		switch {
+		case en.Stale:
+			stale = append(stale, strconv.Itoa(en.Domid))
+		case en.Starting:
+			starting++
+		default:
+			live++
+		}
+	}
+	reg := Check{Name: "registry", OK: true, Detail: fmt.Sprintf("%d records of running launches", live)}
+	if starting > 0 {
+		reg.Detail += fmt.Sprintf(", %d starting", starting)
+	}
+	if len(stale) > 0 {
+		reg.Warning = true
+		reg.Detail += fmt.Sprintf("; %d stale records, their launchers gone (domains %s): harmless, a launch of the domain replaces its own",
+			len(stale), strings.Join(stale, " "))
+		reg.Fix = "dmctl prune removes them"
+	}
+	if len(listing.Bad) > 0 {
+		var names []string
+		for _, b := range listing.Bad {
+			names = append(names, cell(b.Error()))
+		}
+		reg.OK, reg.Warning = false, false
+		reg.Detail += fmt.Sprintf("; %d records cannot be read and are skipped by every command: %s", len(listing.Bad), strings.Join(names, "; "))
+		reg.Fix = "dmctl prune --bad removes them (and the stale ones); nothing says whose they are, so look first"
+	}
+	return append(out, reg)
 }
