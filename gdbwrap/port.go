@@ -5,7 +5,6 @@
 package gdbwrap
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -81,30 +80,50 @@ func IsUnixTarget(target string) bool { return strings.HasPrefix(target, "/") }
 // creation (the mode is set on the socket before bind, so it is never
 // reachable by others, even for an instant). A socket left by a launcher
 // that was killed is replaced.
+//
+// The socket is made with plain system calls rather than through
+// net.ListenConfig, whose Listen links the whole name resolver into
+// dmlaunch (its tables are built at every launch's start-up).
 func ListenUnix(path string) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
 		_ = os.Remove(path)
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), 0o600) }); cerr != nil {
-			return cerr
-		}
-		return err
-	}}
-	l, err := lc.Listen(context.Background(), "unix", path)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
+		return nil, fmt.Errorf("listen on debug socket %s: %w", path, listenError(path, "socket", err))
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close() // net.FileListener works on a copy
+	if err := unix.Fchmod(fd, 0o600); err != nil {
+		return nil, fmt.Errorf("listen on debug socket %s: %w", path, listenError(path, "fchmod", err))
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("debug socket %s is in use by something else: %w", path, err)
+			return nil, fmt.Errorf("debug socket %s is in use by something else: %w", path, listenError(path, "bind", err))
 		}
+		return nil, fmt.Errorf("listen on debug socket %s: %w", path, listenError(path, "bind", err))
+	}
+	// The kernel caps the backlog at net.core.somaxconn, as net does.
+	if err := unix.Listen(fd, 1<<16-1); err != nil {
+		return nil, fmt.Errorf("listen on debug socket %s: %w", path, listenError(path, "listen", err))
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
 		return nil, fmt.Errorf("listen on debug socket %s: %w", path, err)
 	}
 	ul := l.(*net.UnixListener)
+	// Removed on Close, as a socket that net made itself is.
+	ul.SetUnlinkOnClose(true)
 	if err := os.Chmod(path, 0o600); err != nil { // where fchmod before bind is not honoured
 		ul.Close()
 		return nil, err
 	}
 	return ul, nil
+}
+
+// listenError is a failed system call of ListenUnix, worded as net's own.
+func listenError(path, call string, err error) error {
+	return &net.OpError{Op: "listen", Net: "unix", Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError(call, err)}
 }
 
 // LocalTarget is what gdb on this machine gives "target remote" to reach
