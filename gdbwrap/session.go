@@ -215,16 +215,23 @@ func (s *Server) handle(conn net.Conn) {
 		err := cmd.Start()
 		f.Close() // gdbserver holds it now
 		started <- err
-		if err == nil {
-			err = cmd.Wait()
-			s.Logf("debug port: debugger %s left (%s: %s)", peer, filepath.Base(args[0]), exitText(err))
-			if err != nil {
-				s.resumeIfStopped()
-			}
+		if err != nil {
+			s.mu.Lock()
+			s.active = nil
+			s.mu.Unlock()
+			return
 		}
+		err = cmd.Wait()
+		if err != nil {
+			s.resumeIfStopped()
+		}
+		// The port is free before the log says the debugger left: a
+		// debugger that connects as soon as it reads the line is served,
+		// not refused as a second one.
 		s.mu.Lock()
 		s.active = nil
 		s.mu.Unlock()
+		s.Logf("debug port: debugger %s left (%s: %s)", peer, filepath.Base(args[0]), exitText(err))
 	}()
 	err = <-started
 	s.mu.Unlock()

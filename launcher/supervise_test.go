@@ -98,6 +98,14 @@ func (s *supervised) waitLog(t *testing.T, substr string) {
 		"waiting for %q in dmlaunch's log", substr)
 }
 
+// waitLogCount waits until substr is in dmlaunch's log n times: for an
+// event that happens more than once, such as a debugger leaving.
+func (s *supervised) waitLogCount(t *testing.T, substr string, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return strings.Count(s.stderr.String(), substr) >= n }, 30*time.Second, 10*time.Millisecond,
+		"waiting for %q %d times in dmlaunch's log", substr, n)
+}
+
 func (s *supervised) wait(t *testing.T, timeout time.Duration) int {
 	t.Helper()
 	select {
