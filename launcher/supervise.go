@@ -422,11 +422,12 @@ func (s *supervision) waitQEMU() error {
 			s.logf("%v: stopping QEMU (pid %d) with %v, SIGKILL in %v", sig, s.qemu.pid(), forward, GracePeriod)
 			s.stopDebuggers(0)
 			s.releaseHold()
-			_ = s.qemu.process().Signal(forward)
 			// A gdbserver ended mid-attach leaves QEMU in a job-control
 			// stop (PTRACE_ATTACH's SIGSTOP), where the signal would wait
-			// for the SIGKILL.
+			// for the SIGKILL. SIGCONT goes first: after the forwarded
+			// signal QEMU may already be gone and reaped.
 			_ = s.qemu.process().Signal(syscall.SIGCONT)
+			_ = s.qemu.process().Signal(forward)
 			killTimer = time.After(GracePeriod)
 		case <-killTimer:
 			killTimer = s.kill()
