@@ -313,6 +313,9 @@ func TestLauncherClosesItsCopiesOfInheritedFDs(t *testing.T) {
 	var r FakeReport
 	require.Eventually(t, func() bool { var ok bool; r, ok = readReport(report); return ok }, 30*time.Second, 10*time.Millisecond)
 	assert.Equal(t, f7.Name(), r.FDs[7], "QEMU has the toolstack's fd 7")
+	// QEMU can report before the launcher has gone on from starting it;
+	// the record is written after the launcher dropped its copies.
+	s.record(t)
 	target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/7", s.cmd.Process.Pid))
 	assert.True(t, err != nil || target != f7.Name(), "the launcher no longer holds the toolstack's fd 7 (it has %q)", target)
 	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
