@@ -147,6 +147,15 @@ func TestSettingsAndDirectoryDamage(t *testing.T) {
 		}, refused: map[string]refusal{
 			"console": {ExitBadInput, []string{"console log directory ", "not a directory", "DMLAUNCH_LOG_DIR"}},
 		}},
+		// The directory is there but the console log cannot be created
+		// in it: the operator's to fix, as above, not an internal error.
+		{name: "log dir read-only", setup: func(t *testing.T) []string {
+			dir := mountTmpfs(t, "mode=0755")
+			require.NoError(t, unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, "mode=0755"))
+			return []string{"DMLAUNCH_LOG_DIR=" + dir}
+		}, refused: map[string]refusal{
+			"console": {ExitBadInput, []string{"console log directory ", "read-only file system; its file system is read-only: remount it read-write, or set DMLAUNCH_LOG_DIR to another directory"}},
+		}},
 	}
 
 	// Nothing may be written where the operator did not point dmlaunch:
