@@ -163,6 +163,12 @@ func TestClassify(t *testing.T) {
 		{"-xen-domid 3 -machine xenpv -monitor /dev/null -serial /dev/null", KindPV},
 		// Debian 12's /etc/init.d/xen starts dom0's own QEMU so (Xen 4.17, scripts/xenlab).
 		{"-xen-domid 0 -xen-attach -name dom0 -nographic -M xenpv -daemonize -monitor none -serial none -parallel none -pidfile /run/qemu-dom0.pid", KindQdisk},
+		// xl restore of an HVM guest under libxl 4.17: the saved state comes on an inherited fd.
+		{"-xen-domid 22 -no-shutdown -chardev socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-22,server=on,wait=off -mon chardev=libxl-cmd,mode=control " +
+			"-chardev socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-22,server=on,wait=off -mon chardev=libxenstat-cmd,mode=control " +
+			"-nodefaults -no-user-config -name save-passthrough -vnc none -display none -serial pty -device cirrus-vga,vgamem_mb=8 -boot order=c " +
+			"-net none -incoming fd:15 -machine xenfv,suppress-vmdesc=on -m 24 " +
+			"-drive file=/root/xentest/save-passthrough.img,if=ide,index=0,media=disk,format=raw,cache=writeback", KindHVM},
 		{"-machine none", KindProbe},
 		{"-machine pc -display none", KindUnknown},
 		{"-xen-domid 3 -machine virt", KindUnknown},

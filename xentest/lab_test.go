@@ -58,15 +58,19 @@ func run(t testing.TB, script string) string {
 	return out
 }
 
-// try runs a shell command line in dom0 and returns its output and error.
+// try runs a shell command line in dom0 and returns what it wrote to its
+// standard output; its standard error goes into the error, if any.
 func try(script string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, xenlab(), "run", "bash", "-c", script)
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
-	return buf.String(), err
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w; standard error:\n%s", err, stderr.String())
+	}
+	return stdout.String(), nil
 }
 
 // put writes data to a file in dom0.
