@@ -13,6 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// launchLineRE matches the line a launch writes ("dmlaunch: domain 5 (web):
+// hvm, ..."), not the debug port's or the console's later lines.
+var launchLineRE = regexp.MustCompile(`^dmlaunch: domain \d+ \([^)]*\): [a-z-]+, `)
+
 // launchLine is dmlaunch's line in the domain's qemu-dm log (the last one:
 // the log is rotated per domain name, a restore adds its own).
 func launchLine(t *testing.T, name string) string {
@@ -20,7 +24,7 @@ func launchLine(t *testing.T, name string) string {
 	log := run(t, "cat /var/log/xen/qemu-dm-"+name+".log")
 	var last string
 	for _, line := range strings.Split(log, "\n") {
-		if strings.HasPrefix(line, "dmlaunch: ") {
+		if launchLineRE.MatchString(line) {
 			last = line
 		}
 	}
