@@ -7,7 +7,7 @@ BIN       := bin
 FUZZTIME  ?= 20s
 DEMO_DIR  := .demo
 
-.PHONY: all build test unit fuzz lint deps demo demo-gdb bench install uninstall clean xen-lab xen-test xen-down
+.PHONY: all build test unit fuzz lint deps demo demo-gdb bench install uninstall clean xen-lab xen-test xen-bench xen-down
 
 all: build
 
@@ -78,6 +78,12 @@ xen-test: build
 	$(GO) vet -tags xenlab ./xentest
 	status=0; $(GO) test -tags xenlab -count=1 $(XENTEST_FLAGS) ./xentest || status=$$?; \
 	if [ "$${XENLAB_KEEP:-0}" != 1 ]; then $(XENLAB) down; fi; exit $$status
+
+# xl create to the guest's first COM1 line, and xl destroy: the real device
+# model, dmlaunch passing through, dmlaunch in gdb mode (medians of 5).
+xen-bench: build
+	$(XENLAB) up
+	$(GO) test -tags xenlab -count=1 -run '^$$' -bench CreateToConsole -benchtime 5x -timeout 60m ./xentest
 
 xen-down:
 	$(XENLAB) down
