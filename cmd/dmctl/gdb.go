@@ -27,8 +27,9 @@ func init() {
 --print prints the commands for another machine instead, every value
 shell-quoted: the ssh -L line that reaches a port listening on loopback or on
 the unix socket, or the host name for a port listening on every address; the
-gdb line works on this machine too. There gdb reads QEMU's binary
-and libraries from the target (set sysroot target:, the default), which is slow
+gdb line works on this machine too; gdb reaches the unix socket by its path
+(target remote /run/dmlaunch/5.gdb, gdb 8.3 and later). On another machine gdb
+reads QEMU's binary and libraries from the target (set sysroot target:, the default), which is slow
 the first time; install the same QEMU build and its -dbgsym package locally
 for speed and symbols.
 

@@ -57,8 +57,9 @@ func startDomain(t *testing.T, state string, domid int, mode, name, line string)
 	return startDomainLogging(t, state, filepath.Join(t.TempDir(), "log"), domid, mode, name, line)
 }
 
-// startDomainLogging is startDomain with the console logs in logDir.
-func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, name, line string) *domain {
+// startDomainLogging is startDomain with the console logs in logDir, and
+// env added to dmlaunch's environment.
+func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, name, line string, env ...string) *domain {
 	t.Helper()
 	qemu := realtest.Need(t, realtest.QEMUTCG)[0]
 	img, err := guest.BootSector(guest.Options{Message: line + "\r\n"})
@@ -75,6 +76,7 @@ func startDomainLogging(t *testing.T, state, logDir string, domid int, mode, nam
 	d.cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_DEBUG=" + mode,
 		"DMLAUNCH_STATE_DIR=" + state, "DMLAUNCH_LOG_DIR=" + logDir,
 		fmt.Sprintf("XEN_DOMAIN_ID=%d", domid), fmt.Sprintf("DMLAUNCH_GDB_LISTEN=127.0.0.1:%d", base)}
+	d.cmd.Env = append(d.cmd.Env, env...)
 	d.cmd.Stderr = d.stderr
 	d.cmd.Dir = t.TempDir() // where a relative core_pattern puts a core
 	require.NoError(t, d.cmd.Start())
@@ -310,6 +312,30 @@ func TestGDBPrintPastedIntoAShellAttaches(t *testing.T) {
 	assert.Contains(t, string(got), fmt.Sprintf("process %d", rec.QEMUPID))
 	assert.Contains(t, string(got), "main in section .text of /usr/libexec/qemu-system-i386", "symbols come from the local binary (set sysroot /)")
 	assert.NotContains(t, string(got), "from remote target", "nothing is fetched over the debug port")
+	assert.Contains(t, string(got), "detached")
+}
+
+// gdb reaches the unix listener by the socket's path; --print says so,
+// and never gdbserver's "unix::PATH", which gdb 13 takes for a host name.
+func TestGDBPrintForTheUnixSocketAttaches(t *testing.T) {
+	realtest.Need(t, "gdbserver", "gdb")
+	state := filepath.Join(t.TempDir(), "state")
+	d := startDomainLogging(t, state, filepath.Join(t.TempDir(), "log"), 7, "gdb", "unix guest", "gdb unix guest", "DMLAUNCH_GDB_LISTEN=unix")
+	rec := d.record(t)
+	sock := filepath.Join(state, "7.gdb")
+	require.Equal(t, sock, rec.GDB, "the record's target is the socket's path")
+	out, err := exec.Command(dmctlBin, "--state-dir", state, "gdb", "7", "--print", "--host", "xenhost").Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "#   ssh -N -L 1241:"+sock+" root@xenhost &\n")
+	assert.Contains(t, string(out), "gdb -q -ex 'target remote "+sock+"'\n")
+	assert.NotContains(t, string(out), "unix:")
+
+	sh := exec.Command("sh", "-c", string(out))
+	sh.Env = append(os.Environ(), "DEBUGINFOD_URLS=")
+	sh.Stdin = strings.NewReader("info inferiors\ndetach\n")
+	got, err := sh.CombinedOutput()
+	require.NoError(t, err, "%s", got)
+	assert.Contains(t, string(got), fmt.Sprintf("process %d", rec.QEMUPID), "the pasted command attaches gdb to the domain's QEMU")
 	assert.Contains(t, string(got), "detached")
 }
 
