@@ -108,6 +108,13 @@ var Invocations = []Invocation{
 			"-drive file={disk},if=ide,index=0,media=disk,format=raw,cache=writeback"),
 	},
 	{
+		Name: "xen-4.17-pv-qdisk-vfb", Kind: "pv",
+		Args: words("-xen-domid 28 -no-shutdown " +
+			"-chardev socket,id=libxl-cmd,path={dir}/qmp-libxl-28,server=on,wait=off -mon chardev=libxl-cmd,mode=control " +
+			"-chardev socket,id=libxenstat-cmd,path={dir}/qmp-libxenstat-28,server=on,wait=off -mon chardev=libxenstat-cmd,mode=control " +
+			"-nodefaults -no-user-config -xen-attach -name pv-qdisk -vnc 127.0.0.1:0,to=99 -display none -machine xenpv -m 512"),
+	},
+	{
 		Name: "leading-domid", Kind: "hvm",
 		Args: join(words("7 -xen-domid 7 -no-shutdown -nodefaults -no-user-config -name lead"),
 			words("-display none -machine xenfv -m 256")),
