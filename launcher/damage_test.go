@@ -16,6 +16,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -28,24 +29,7 @@ type liveLaunch struct {
 	done   chan struct{}
 	status int
 	domid  int
-	stderr syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr realtest.SyncBuffer
 }
 
 // startLive starts one launch and waits until its QEMU runs (the fake
