@@ -24,26 +24,10 @@ import (
 
 // standIn is a QMP server that misbehaves as told, on a fresh socket.
 func standIn(t *testing.T, handle func(conn net.Conn, dec *json.Decoder)) string {
-	path := filepath.Join(t.TempDir(), "qmp")
-	l, err := net.Listen("unix", path)
-	require.NoError(t, err)
-	stop := make(chan struct{})
-	t.Cleanup(func() { close(stop); l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				go func() { <-stop; conn.Close() }()
-				_ = json.NewEncoder(conn).Encode(map[string]any{"QMP": map[string]any{"version": map[string]any{}, "capabilities": []string{}}})
-				handle(conn, json.NewDecoder(conn))
-			}()
-		}
-	}()
-	return path
+	return realtest.UnixServer(t, func(conn net.Conn) {
+		_ = json.NewEncoder(conn).Encode(map[string]any{"QMP": map[string]any{"version": map[string]any{}, "capabilities": []string{}}})
+		handle(conn, json.NewDecoder(conn))
+	})
 }
 
 type qmpRequest struct {

@@ -11,31 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // serve listens on a fresh socket and runs handle for every connection.
 func serve(t *testing.T, handle func(conn net.Conn)) string {
-	path := filepath.Join(t.TempDir(), "qmp")
-	l, err := net.Listen("unix", path)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				go func() { <-done; conn.Close() }()
-				handle(conn)
-			}()
-		}
-	}()
-	return path
+	return realtest.UnixServer(t, handle)
 }
 
 func greet(conn net.Conn) {

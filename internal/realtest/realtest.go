@@ -5,8 +5,10 @@ package realtest
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -79,4 +81,33 @@ func Tmpfs(t testing.TB, size int) string {
 	}
 	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
+}
+
+// UnixServer listens on a fresh unix socket and runs handle for every
+// connection on its own goroutine; the test's end closes the listener and
+// every connection. It returns the socket's path. Stand-in servers (a QMP
+// peer that misbehaves as told) are built on it.
+func UnixServer(t testing.TB, handle func(conn net.Conn)) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "qmp")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				go func() { <-done; conn.Close() }()
+				handle(conn)
+			}()
+		}
+	}()
+	return path
 }
