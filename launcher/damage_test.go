@@ -405,10 +405,11 @@ func btoi(b bool) int {
 	return 0
 }
 
-// TestStaleRecordsGoOnTheNextLaunch: a pass-through launch leaves its
-// record when QEMU exits; the next launch of that domid replaces it, and
-// a backend's stale record goes with the device model's next launch.
-func TestStaleRecordsGoOnTheNextLaunch(t *testing.T) {
+// TestEndedRecordsGoOnTheNextLaunch: a pass-through launch leaves its
+// record when QEMU exits (it has ended); the next launch of that domid
+// replaces it, and a backend's ended record goes with the device model's
+// next launch.
+func TestEndedRecordsGoOnTheNextLaunch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts launches")
 	}
@@ -421,15 +422,15 @@ func TestStaleRecordsGoOnTheNextLaunch(t *testing.T) {
 	}
 	entries, err := inventory.List(state)
 	require.NoError(t, err)
-	require.Len(t, entries, 1, "the backend's stale record went with the device model's launch")
+	require.Len(t, entries, 1, "the backend's ended record went with the device model's launch")
 	assert.Equal(t, "6.json", filepath.Base(entries[0].Path))
-	assert.True(t, entries[0].Stale, "QEMU exited: the record is stale")
+	assert.Equal(t, registry.Ended, entries[0].State, "QEMU exited: the launch has ended")
 
 	again := startLive(t, state, hvmDomid(6)...)
 	require.True(t, again.running(), "%s", again.stderr.String())
 	entries, err = inventory.List(state)
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
-	assert.False(t, entries[0].Stale, "the next launch of the domid replaced the stale record")
+	assert.Equal(t, registry.Running, entries[0].State, "the next launch of the domid replaced the ended record")
 	assert.Equal(t, again.cmd.Process.Pid, entries[0].Launcher.PID)
 }

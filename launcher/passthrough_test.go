@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -132,7 +133,8 @@ func TestPassThroughExecsInPlace(t *testing.T) {
 	assert.Equal(t, r.pid, e.Launcher.PID)
 	assert.Equal(t, r.pid, e.QEMUPID)
 	assert.Equal(t, r.fake.Argv, e.Argv)
-	assert.True(t, e.Stale, "QEMU has exited, so the record is stale")
+	assert.Equal(t, registry.Ended, e.State, "QEMU has exited, so the launch has ended")
+	assert.False(t, e.Stale, "an ended pass-through launch is not stale")
 	fi, err := os.Stat(e.Path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())

@@ -16,6 +16,7 @@ import (
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/internal/statedir"
 	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
@@ -326,7 +327,7 @@ func coreChecks(at func(string) string, stateDir string, cfg launcher.Config) []
 func runAsInUse(stateDir string) string {
 	entries, _ := inventory.List(stateDir)
 	for _, en := range entries {
-		if en.Stale {
+		if en.State.Gone() {
 			continue
 		}
 		for i, a := range en.Argv {
@@ -435,13 +436,15 @@ func stateChecks(stateDir string) []Check {
 	if err != nil {
 		return append(out, Check{Name: "registry", OK: false, Detail: err.Error(), Fix: "fix the state directory's permissions"})
 	}
-	live, starting, stale := 0, 0, []string{}
+	live, starting, ended, stale := 0, 0, 0, []string{}
 	for _, en := range listing.Entries {
-		switch {
-		case en.Stale:
+		switch en.State {
+		case registry.Stale:
 			stale = append(stale, strconv.Itoa(en.Domid))
-		case en.Starting:
+		case registry.Starting:
 			starting++
+		case registry.Ended:
+			ended++
 		default:
 			live++
 		}
@@ -450,9 +453,13 @@ func stateChecks(stateDir string) []Check {
 	if starting > 0 {
 		reg.Detail += fmt.Sprintf(", %d starting", starting)
 	}
+	if ended > 0 {
+		// How a pass-through launch ends: not damage, no warning.
+		reg.Detail += fmt.Sprintf(", %d of ended pass-through launches (later guest launches remove them)", ended)
+	}
 	if len(stale) > 0 {
 		reg.Warning = true
-		reg.Detail += fmt.Sprintf("; %d stale records, their launchers gone (domains %s): harmless, a launch of the domain replaces its own",
+		reg.Detail += fmt.Sprintf("; %d stale records, their debug-mode launchers gone without removing them (domains %s): harmless, a launch of the domain replaces its own",
 			len(stale), strings.Join(stale, " "))
 		reg.Fix = "dmctl prune removes them"
 	}

@@ -185,8 +185,12 @@ func TestDoctorFreezer(t *testing.T) {
 // doctor changes nothing there: not even the damaged lease file, which
 // the next launch (or dmctl prune) repairs.
 func TestDoctorStateDirectory(t *testing.T) {
-	record := func(t *testing.T, state string, domid int, launcher func(*testing.T) proc.Identity) {
-		_, err := registry.Write(state, registry.Record{Domid: domid, Name: "r", Kind: "hvm", Mode: "pass-through",
+	record := func(t *testing.T, state string, domid int, launcher func(*testing.T) proc.Identity, mode ...string) {
+		m := "pass-through"
+		if len(mode) > 0 {
+			m = mode[0]
+		}
+		_, err := registry.Write(state, registry.Record{Domid: domid, Name: "r", Kind: "hvm", Mode: m,
 			Launcher: launcher(t), QEMUPID: 1, Started: time.Now()})
 		require.NoError(t, err)
 	}
@@ -209,10 +213,17 @@ func TestDoctorStateDirectory(t *testing.T) {
 		}, "lease file", true, true, []string{"is damaged", "the next launch repairs it"}, "dmctl prune"},
 		{"stale record", func(t *testing.T, state string) {
 			record(t, state, 3, liveProcess)
-			record(t, state, 7, deadProcess)
+			record(t, state, 7, deadProcess, "gdb")
 		}, "registry", true, true, []string{"1 records of running launches", "1 stale records", "domains 7"}, "dmctl prune"},
-		{"unreadable records", func(t *testing.T, state string) {
+		// A pass-through launch's QEMU exits at every xl destroy: its
+		// record is not damage, and no warning.
+		{"ended records", func(t *testing.T, state string) {
+			record(t, state, 3, liveProcess)
 			record(t, state, 7, deadProcess)
+			record(t, state, 8, deadProcess)
+		}, "registry", true, false, []string{"1 records of running launches, 2 of ended pass-through launches"}, ""},
+		{"unreadable records", func(t *testing.T, state string) {
+			record(t, state, 7, deadProcess, "gdb")
 			require.NoError(t, os.WriteFile(filepath.Join(state, "3.json"), []byte(`{"domid":3,"na`), 0o600))
 			require.NoError(t, os.Symlink("/dev/zero", filepath.Join(state, "4.json")))
 		}, "registry", false, false, []string{"2 records cannot be read", "3.json is damaged", "4.json is a symbolic link", "1 stale records"}, "dmctl prune --bad"},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/launcher"
 	"github.com/spf13/pflag"
 )
@@ -15,18 +16,26 @@ import (
 func init() {
 	register(&command{
 		name:  "list",
-		args:  "[--json]",
+		args:  "[--all] [--json]",
 		short: "list the device models dmlaunch launched",
-		long: `One line per registry record in the state directory. A record whose launcher
-is gone (its pid no longer runs with the same start time) is shown as stale;
-dmctl prune removes those. A debug-mode launch whose QEMU has not started yet
-(its record has no QEMU pid) is shown as starting. A record that cannot be read (damaged, oversized,
-a symbolic link, a device, another user's file) is named on standard error
-and skipped; the others are listed. Control characters in names and paths
-are shown escaped (\t, \n, \x1b), so each launch stays on one line.
+		long: `One line per registry record in the state directory, with its state:
+running; starting, a debug-mode launch whose QEMU has not started yet (its
+record has no QEMU pid); stale, a debug-mode launch whose launcher is gone
+(its pid no longer runs with the same start time) without removing its
+record, which is damage that dmctl prune removes; ended, a pass-through
+launch whose QEMU has exited. A pass-through launch execs QEMU in place, so
+an exited QEMU (xl destroy) is how it ends: its record is left out unless
+--all is given, and a later guest launch or dmctl prune removes it. A
+pass-through QEMU started with -daemonize and -pidfile runs on as the pid in
+its pidfile, which is shown. A record that cannot be read (damaged,
+oversized, a symbolic link, a device, another user's file) is named on
+standard error and skipped; the others are listed. Control characters in
+names and paths are shown escaped (\t, \n, \x1b), so each launch stays on one
+line.
 Reads only: nothing in the state directory is created or changed.`,
-		example: "  dmctl list\n  dmctl list --json | jq '.[] | select(.stale | not) | .domid'",
+		example: "  dmctl list\n  dmctl list --all\n  dmctl list --json | jq '.[] | select(.state == \"running\") | .domid'",
 		flags: func(fs *pflag.FlagSet) {
+			fs.Bool("all", false, "also list ended pass-through launches")
 			fs.Bool("json", false, "print JSON, one object per launch")
 		},
 		run: runList,
@@ -56,11 +65,14 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 	for _, bad := range listing.Bad {
 		fmt.Fprintf(e.stderr, "dmctl list: skipped: %s\n", cell(bad.Error()))
 	}
-	entries := listing.Entries
-	if j, _ := fs.GetBool("json"); j {
-		if entries == nil {
-			entries = []inventory.Entry{}
+	all, _ := fs.GetBool("all")
+	entries := []inventory.Entry{}
+	for _, en := range listing.Entries {
+		if all || en.State != registry.Ended {
+			entries = append(entries, en)
 		}
+	}
+	if j, _ := fs.GetBool("json"); j {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(entries)
@@ -69,25 +81,24 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 	t.add("DOMID", "NAME", "KIND", "MODE", "QEMU PID", "UPTIME", "GDB", "CONSOLE", "STATE")
 	stale := 0
 	for _, en := range entries {
-		state, uptime, pid := "running", time.Since(en.Started).Truncate(time.Second).String(), strconv.Itoa(en.QEMUPID)
-		switch {
-		case en.Stale:
-			state, uptime = "stale", "-"
-			stale++
-		case en.Starting:
-			state, uptime = "starting", "-"
+		uptime, pid := time.Since(en.Started).Truncate(time.Second).String(), strconv.Itoa(en.PID())
+		if en.State != registry.Running {
+			uptime = "-"
 		}
-		if en.QEMUPID == 0 { // recorded before QEMU started
+		if en.State == registry.Stale {
+			stale++
+		}
+		if en.PID() == 0 { // recorded before QEMU started
 			pid = "-"
 		}
 		t.add(strconv.Itoa(en.Domid), dash(en.Name), en.Kind, en.Mode,
-			pid, uptime, dash(en.GDB), dash(en.ConsolePTY), state)
+			pid, uptime, dash(en.GDB), dash(en.ConsolePTY), string(en.State))
 	}
 	if err := t.write(e.stdout); err != nil {
 		return err
 	}
 	if stale > 0 {
-		fmt.Fprintf(e.stderr, "dmctl list: %d stale records (their launcher is gone); dmctl prune removes them\n", stale)
+		fmt.Fprintf(e.stderr, "dmctl list: %d stale records (their debug-mode launcher is gone without removing them); dmctl prune removes them\n", stale)
 	}
 	return nil
 }

@@ -119,26 +119,49 @@ func TestListAgreesWithRegistryAndProc(t *testing.T) {
 	gone := exec.Command("true")
 	require.NoError(t, gone.Run())
 
+	goneID := proc.Identity{PID: gone.Process.Pid, StartTime: 1}
 	for _, r := range []registry.Record{
 		{Domid: 3, Name: "alive", Kind: "hvm", Mode: "pass-through", Launcher: liveID, QEMUPID: liveID.PID, Started: time.Now().Add(-90 * time.Second)},
-		{Domid: 7, Name: "dead", Kind: "pv", Mode: "pass-through", Launcher: proc.Identity{PID: gone.Process.Pid, StartTime: 1}, QEMUPID: gone.Process.Pid},
+		{Domid: 7, Name: "dead", Kind: "pv", Mode: "pass-through", Launcher: goneID, QEMUPID: gone.Process.Pid},
+		{Domid: 8, Name: "killed", Kind: "hvm", Mode: "gdb", Launcher: goneID, QEMUPID: 1},
 	} {
 		_, err := registry.Write(dir, r)
 		require.NoError(t, err)
 	}
-	out, _, status := dmctl(t, "--state-dir", dir, "list")
+	// A pass-through launch whose QEMU exited has ended, as every one
+	// does at xl destroy: left out unless asked for. A debug-mode
+	// launcher gone without removing its record is stale: damage, shown.
+	out, stderr, status := dmctl(t, "--state-dir", dir, "list")
 	require.Equal(t, 0, status)
 	assert.Regexp(t, `(?m)^3\s+alive\s+hvm\s+pass-through\s+`+strconv.Itoa(liveID.PID)+`\s+1m3\ds\s+-\s+-\s+running$`, out)
-	assert.Regexp(t, `(?m)^7\s+dead\s+pv\s+pass-through\s+\d+\s+-\s+-\s+-\s+stale$`, out)
-
-	out, _, status = dmctl(t, "--state-dir", dir, "list", "--json")
+	assert.NotRegexp(t, `(?m)^7\s`, out, "an ended launch is left out")
+	assert.Regexp(t, `(?m)^8\s+killed\s+hvm\s+gdb\s+1\s+-\s+-\s+-\s+stale$`, out)
+	assert.Contains(t, stderr, "1 stale records")
+	out, _, status = dmctl(t, "--state-dir", dir, "list", "--all")
 	require.Equal(t, 0, status)
-	var entries []inventory.Entry
-	require.NoError(t, json.Unmarshal([]byte(out), &entries))
-	require.Len(t, entries, 2)
-	assert.False(t, entries[0].Stale)
-	assert.Equal(t, liveID, entries[0].Launcher)
-	assert.True(t, entries[1].Stale)
+	assert.Regexp(t, `(?m)^7\s+dead\s+pv\s+pass-through\s+\d+\s+-\s+-\s+-\s+ended$`, out)
+	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 4)
+
+	for _, tt := range []struct {
+		args   []string
+		states []registry.State
+	}{
+		{[]string{"list", "--json"}, []registry.State{registry.Running, registry.Stale}},
+		{[]string{"list", "--json", "--all"}, []registry.State{registry.Running, registry.Ended, registry.Stale}},
+	} {
+		out, _, status = dmctl(t, append([]string{"--state-dir", dir}, tt.args...)...)
+		require.Equal(t, 0, status)
+		var entries []inventory.Entry
+		require.NoError(t, json.Unmarshal([]byte(out), &entries))
+		var states []registry.State
+		for _, en := range entries {
+			states = append(states, en.State)
+			assert.Equal(t, en.State == registry.Stale, en.Stale, "domain %d: only a stale launch is stale, not an ended one", en.Domid)
+		}
+		assert.Equal(t, tt.states, states, tt.args)
+		assert.Equal(t, liveID, entries[0].Launcher)
+	}
+	assert.Contains(t, out, `"state": "ended"`)
 
 	out, _, status = dmctl(t, "--state-dir", filepath.Join(dir, "none"), "list", "--json")
 	require.Equal(t, 0, status)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/dmlaunch/dmlaunch/internal/statedir"
 	"github.com/spf13/pflag"
 )
@@ -15,13 +16,15 @@ func init() {
 	register(&command{
 		name:  "prune",
 		args:  "[--bad] [--dry-run]",
-		short: "remove stale records and leftovers from the state directory",
-		long: `Removes the registry records whose launcher is gone (dmctl list shows them as
-stale; a pass-through launch leaves one behind when its QEMU exits) with their
-QMP sockets, the temporary files of writers that were killed, and the leases
-of holders that are gone (their domids cool down as usual). A damaged or
-missing lease file is repaired as a launch would: rebuilt from the live
-launches' records, the damaged file kept as domids.damaged.<time>.
+		short: "remove the records of launches that are gone, and leftovers",
+		long: `Removes the registry records of launches that are gone, with their QMP
+sockets: ended pass-through launches (their QEMU exited, as every one does
+at xl destroy; later guest launches remove them too) and stale debug-mode ones
+(their launcher is gone without removing its record). Also removes the
+temporary files of writers that were killed, and the leases of holders that
+are gone (their domids cool down as usual). A damaged or missing lease file
+is repaired as a launch would: rebuilt from the live launches' records, the
+damaged file kept as domids.damaged.<time>.
 
 Records that cannot be read (damaged, oversized, a symbolic link, a device,
 another user's file) are only named, unless --bad is given: nothing says
@@ -58,12 +61,12 @@ func runPrune(e *env, fs *pflag.FlagSet, args []string) error {
 	}
 	removed, failed := 0, 0
 	for _, en := range listing.Entries {
-		if !en.Stale {
+		if !en.State.Gone() {
 			continue
 		}
 		done := true
 		if !dry {
-			if done, err = listing.RemoveStale(en); err != nil {
+			if done, err = listing.RemoveGone(en); err != nil {
 				fmt.Fprintf(e.stderr, "dmctl prune: %s: %v\n", en.Path, err)
 				failed++
 				continue
@@ -71,7 +74,11 @@ func runPrune(e *env, fs *pflag.FlagSet, args []string) error {
 		}
 		if done {
 			removed++
-			fmt.Fprintf(e.stdout, "%s %s: domain %d (%s), launcher pid %d gone\n", verb, en.Path, en.Domid, cell(dash(en.Name)), en.Launcher.PID)
+			why := fmt.Sprintf("launcher pid %d gone", en.Launcher.PID)
+			if en.State == registry.Ended {
+				why = fmt.Sprintf("ended, its QEMU (pid %d) exited", en.Launcher.PID)
+			}
+			fmt.Fprintf(e.stdout, "%s %s: domain %d (%s), %s\n", verb, en.Path, en.Domid, cell(dash(en.Name)), why)
 		}
 	}
 	for _, b := range listing.Bad {

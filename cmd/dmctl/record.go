@@ -5,6 +5,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 )
 
 // lookup finds the live launch of a domain, or says why there is none.
@@ -19,23 +20,27 @@ func lookup(e *env, arg string) (inventory.Entry, error) {
 		return inventory.Entry{}, err
 	}
 	entries, bad := listing.Find(d)
-	var stale *inventory.Entry
+	var gone *inventory.Entry
 	for i, en := range entries {
 		if en.Kind == "qdisk" {
 			continue
 		}
-		if en.Starting {
+		switch en.State {
+		case registry.Starting:
 			return en, fmt.Errorf("domain %d: its launch (launcher pid %d) is starting and QEMU does not run yet; try again once dmctl list shows it running",
 				d, en.Launcher.PID)
-		}
-		if !en.Stale {
+		case registry.Running:
 			return en, nil
 		}
-		stale = &entries[i]
+		gone = &entries[i]
 	}
-	if stale != nil {
-		return *stale, fmt.Errorf("domain %d: its launcher (pid %d) is gone; the record %s is stale (dmctl prune removes it; a new launch replaces it)",
-			d, stale.Launcher.PID, stale.Path)
+	switch {
+	case gone != nil && gone.State == registry.Ended:
+		return *gone, fmt.Errorf("domain %d: its pass-through launch has ended, its QEMU (pid %d) exited; no device model of dmlaunch runs for it (a later guest launch or dmctl prune removes the record %s)",
+			d, gone.Launcher.PID, gone.Path)
+	case gone != nil:
+		return *gone, fmt.Errorf("domain %d: its launcher (pid %d) is gone; the record %s is stale (dmctl prune removes it; a new launch replaces it)",
+			d, gone.Launcher.PID, gone.Path)
 	}
 	if len(bad) > 0 {
 		return inventory.Entry{}, fmt.Errorf("domain %d: %v", d, bad[0])

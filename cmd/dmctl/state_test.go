@@ -122,14 +122,19 @@ func TestReadOnlyCommandsWriteNothing(t *testing.T) {
 	require.NoError(t, os.MkdirAll(dir, 0o700))
 	live := liveProcess(t)
 	writeRecord(t, dir, 12, "pass-through", "", live)
+	writeRecord(t, dir, 13, "pass-through", "", deadProcess(t)) // ended: shown, not removed
 	require.NoError(t, os.WriteFile(filepath.Join(dir, domid.LeaseFile), []byte("garbage"), 0o600))
 	before := snapshot(t, dir)
 	out, stderr, status := dmctl(t, "--state-dir", dir, "domid", "ls")
 	assert.Equal(t, 0, status)
 	assert.Contains(t, stderr, "is damaged")
 	assert.Regexp(t, `(?m)^12\s+given\s+hvm\s+r\s+pid `+strconv.Itoa(live.PID), out, "the rebuilt view holds the live launch")
-	for _, args := range [][]string{{"list"}, {"domid", "ls", "--json"}, {"argv", "--", "-name", "x", "-machine", "xenfv"}} {
+	for _, args := range [][]string{{"list"}, {"list", "--all", "--json"}, {"gdb", "--print", "13"}, {"domid", "ls", "--json"}, {"argv", "--", "-name", "x", "-machine", "xenfv"}} {
 		_, _, status := dmctl(t, append([]string{"--state-dir", dir}, args...)...)
+		if args[0] == "gdb" {
+			assert.Equal(t, exitFailure, status, "domain 13 has ended")
+			continue
+		}
 		assert.Equal(t, 0, status)
 	}
 	assert.Equal(t, before, snapshot(t, dir), "read-only commands changed the state directory")
@@ -162,6 +167,7 @@ func TestPrune(t *testing.T) {
 	require.NoError(t, os.MkdirAll(dir, 0o700))
 	live, dead := liveProcess(t), deadProcess(t)
 	writeRecord(t, dir, 2, "pass-through", "", live)
+	writeRecord(t, dir, 4, "pass-through", "", dead)
 	qmp := filepath.Join(dir, "3.qmp")
 	writeRecord(t, dir, 3, "gdb", qmp, dead)
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
@@ -178,6 +184,7 @@ func TestPrune(t *testing.T) {
 	out, _, status := dmctl(t, "--state-dir", dir, "prune", "--dry-run")
 	require.Equal(t, 0, status)
 	assert.Contains(t, out, "would remove "+filepath.Join(dir, "3.json")+": domain 3 (r), launcher pid "+strconv.Itoa(dead.PID)+" gone")
+	assert.Contains(t, out, "would remove "+filepath.Join(dir, "4.json")+": domain 4 (r), ended, its QEMU (pid "+strconv.Itoa(dead.PID)+") exited")
 	assert.Equal(t, before, snapshot(t, dir), "a dry run removes nothing")
 
 	out, stderr, status := dmctl(t, "--state-dir", dir, "prune")
@@ -185,6 +192,7 @@ func TestPrune(t *testing.T) {
 	assert.Contains(t, out, "removed "+filepath.Join(dir, "3.json"))
 	assert.NoFileExists(t, filepath.Join(dir, "3.json"))
 	assert.NoFileExists(t, qmp, "the stale record's QMP socket goes too")
+	assert.NoFileExists(t, filepath.Join(dir, "4.json"), "an ended launch's record goes")
 	assert.FileExists(t, filepath.Join(dir, "2.json"), "a live launch's record stays")
 	assert.NoFileExists(t, leftover, "a killed writer's temporary file goes")
 	assert.FileExists(t, mine, "a running writer's temporary file stays")
@@ -226,5 +234,24 @@ func TestAStartingLaunchIsShownAsStarting(t *testing.T) {
 		_, stderr, status := dmctl(t, append([]string{"--state-dir", dir}, cmd...)...)
 		assert.NotEqual(t, 0, status, cmd)
 		assert.Contains(t, stderr, fmt.Sprintf("domain 6: its launch (launcher pid %d) is starting and QEMU does not run yet", live.PID), cmd)
+	}
+}
+
+// A pass-through launch whose QEMU exited has ended: the commands that
+// reach a QEMU say so, and do not call the record damage.
+func TestAnEndedLaunchIsSaidToHaveEnded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	dead := deadProcess(t)
+	writeRecord(t, dir, 9, "pass-through", "", dead)
+	for _, cmd := range [][]string{{"gdb", "--print", "9"}, {"console", "9"}, {"monitor", "9", "--command", "info status"}} {
+		_, stderr, status := dmctl(t, append([]string{"--state-dir", dir}, cmd...)...)
+		want := exitFailure
+		if cmd[0] == "monitor" {
+			want = exitMonitorNotSent
+		}
+		assert.Equal(t, want, status, cmd)
+		assert.Contains(t, stderr, fmt.Sprintf("domain 9: its pass-through launch has ended, its QEMU (pid %d) exited", dead.PID), cmd)
+		assert.NotContains(t, stderr, "stale", cmd)
 	}
 }

@@ -31,15 +31,23 @@ func Read(path string, owner int) (registry.Record, []byte, error) {
 	return r, b, nil
 }
 
-// Entry is a record as found, with whether its launcher still runs.
+// Entry is a record as found, with what became of its launch.
 type Entry struct {
 	registry.Record
-	Path  string `json:"path"`
-	Stale bool   `json:"stale"`
+	Path string `json:"path"`
+	// State is running, starting, ended or stale (registry.State).
+	State registry.State `json:"state"`
+	// Stale is a supervised launch whose launcher is gone without
+	// removing its record. An ended pass-through launch is not stale.
+	Stale bool `json:"stale"`
 	// Starting is a live launch whose QEMU has not started yet: a
 	// supervised launch records itself when it takes its lease, without
 	// a QEMU pid, and completes the record once QEMU runs.
 	Starting bool `json:"starting"`
+	// DaemonPID is the pid of the QEMU that a pass-through launch's
+	// -daemonize left running, read from its pidfile once the recorded
+	// pid has exited; 0 otherwise.
+	DaemonPID int `json:"daemon_pid,omitempty"`
 	// raw is the file's content, to remove it only while unchanged.
 	raw []byte
 }
@@ -97,8 +105,9 @@ func Scan(dir string) (Listing, error) {
 			out.Bad = append(out.Bad, &registry.BadRecordError{Path: path, Reason: "cannot be read: " + err.Error()})
 			continue
 		}
-		stale := !r.Launcher.Alive()
-		out.Entries = append(out.Entries, Entry{Record: r, Path: path, Stale: stale, Starting: !stale && r.QEMUPID == 0, raw: raw})
+		st, daemon := r.Follow()
+		out.Entries = append(out.Entries, Entry{Record: r, Path: path, State: st, Stale: st == registry.Stale,
+			Starting: st == registry.Starting, DaemonPID: daemon, raw: raw})
 	}
 	sort.SliceStable(out.Entries, func(i, j int) bool {
 		a, b := out.Entries[i], out.Entries[j]
@@ -135,10 +144,19 @@ func (l Listing) Find(domid int) ([]Entry, []*registry.BadRecordError) {
 	return out, bad
 }
 
-// RemoveStale removes a stale entry's record, and its QMP socket, unless a
-// new launch has replaced the record since it was read.
-func (l Listing) RemoveStale(e Entry) (bool, error) {
-	if !e.Stale {
+// PID is the pid of the entry's QEMU as it runs now: the daemon a
+// pass-through launch's -daemonize left running, or the recorded one.
+func (e Entry) PID() int {
+	if e.DaemonPID != 0 {
+		return e.DaemonPID
+	}
+	return e.QEMUPID
+}
+
+// RemoveGone removes the record of an ended or stale launch, and its QMP
+// socket, unless a new launch has replaced the record since it was read.
+func (l Listing) RemoveGone(e Entry) (bool, error) {
+	if !e.State.Gone() {
 		return false, nil
 	}
 	removed, err := registry.RemoveIfUnchanged(e.Path, e.raw, l.Owner)

@@ -82,3 +82,44 @@ func (id Identity) Alive() bool {
 	state, st, err := stat(id.PID)
 	return err == nil && st == id.StartTime && state != 'Z' && state != 'X'
 }
+
+// maxCmdline bounds what Cmdline reads: the kernel takes argv and the
+// environment together up to a quarter of the stack limit (2 MiB with the
+// usual 8 MiB), and QEMU's lines are a few KiB.
+const maxCmdline = 4 << 20
+
+// Cmdline reads a process's argv from /proc/<pid>/cmdline, with plain
+// system calls and at most 4 MiB. A process that is exiting, or a kernel
+// thread, has none (an empty slice).
+func Cmdline(pid int) ([]string, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/cmdline"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 4096)
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) >= maxCmdline {
+				return nil, fmt.Errorf("%s: over %d bytes", path, maxCmdline)
+			}
+			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	if len(buf) == 0 {
+		return []string{}, nil
+	}
+	return strings.Split(strings.TrimSuffix(string(buf), "\x00"), "\x00"), nil
+}

@@ -49,3 +49,11 @@ func TestSelfAndAlive(t *testing.T) {
 	assert.False(t, Identity{PID: me.PID, StartTime: me.StartTime + 1}.Alive(), "a recycled pid is not the same process")
 	assert.False(t, Identity{}.Alive())
 }
+
+func TestCmdline(t *testing.T) {
+	got, err := Cmdline(os.Getpid())
+	require.NoError(t, err)
+	assert.Equal(t, os.Args, got)
+	_, err = Cmdline(0)
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}

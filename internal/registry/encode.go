@@ -32,7 +32,7 @@ func (r Record) appendJSON(b []byte) []byte {
 		b = jsonenc.AppendString(b, a)
 	}
 	b = append(b, ']')
-	for _, f := range []struct{ k, v string }{{"gdb", r.GDB}, {"console_pty", r.ConsolePTY}, {"console_log", r.ConsoleLog}, {"qmp", r.QMP}} {
+	for _, f := range []struct{ k, v string }{{"gdb", r.GDB}, {"console_pty", r.ConsolePTY}, {"console_log", r.ConsoleLog}, {"qmp", r.QMP}, {"pidfile", r.PIDFile}} {
 		if f.v != "" {
 			b = jsonenc.AppendField(b, f.k, f.v)
 		}

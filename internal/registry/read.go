@@ -99,9 +99,17 @@ func ReadFile(path string, owner int) ([]byte, error) {
 // it on every allocation). A directory that cannot be read has none.
 func Domids(dir string) map[int]bool {
 	out := map[int]bool{}
+	eachRecord(dir, func(_ string, d int) { out[d] = true })
+	return out
+}
+
+// eachRecord calls fn with the name and domid of every record file in
+// dir, read with getdents(2) alone; a directory that cannot be read has
+// none.
+func eachRecord(dir string, fn func(name string, domid int)) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return out
+		return
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 8192)
@@ -112,12 +120,12 @@ func Domids(dir string) map[int]bool {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return out
+			return
 		}
 		_, _, names = unix.ParseDirent(buf[:n], -1, names[:0])
 		for _, name := range names {
 			if d, _, ok := ParseName(name); ok {
-				out[d] = true
+				fn(name, d)
 			}
 		}
 	}
@@ -132,15 +140,20 @@ func Owner(dir string) (int, error) {
 	return int(st.Uid), nil
 }
 
-// Summary is what the lease allocator needs of a record: whose launch it
-// is, and whether that launch still runs.
+// Summary is what the lease allocator and a launch's sweep need of a
+// record: whose launch it is, and whether that launch still runs (Follow).
 type Summary struct {
 	Path     string
 	Domid    int
 	Qdisk    bool
 	Kind     string
 	Name     string
+	Mode     string
 	Launcher proc.Identity
+	PIDFile  string
+	// rawArgv is the record's argv as JSON text, decoded only to check
+	// a daemonized QEMU's command line (Follow).
+	rawArgv []byte
 }
 
 // ReadSummary reads one record's summary; see ReadFile for what is

@@ -32,6 +32,11 @@ type Record struct {
 	ConsoleLog string        `json:"console_log,omitempty"`
 	QMP        string        `json:"qmp,omitempty"`
 	Started    time.Time     `json:"started"`
+	// PIDFile is set for a pass-through launch whose QEMU daemonizes
+	// (-daemonize with -pidfile): the process dmlaunch exec'd exits once
+	// the daemon runs, and readers find the daemon through this file
+	// (Follow).
+	PIDFile string `json:"pidfile,omitempty"`
 }
 
 // FileName is "<domid>.json" for a domain's device model; backends of the
@@ -45,8 +50,8 @@ func FileName(domid int, kind string) string {
 
 // Write stores the record atomically, readable by its owner only. It
 // replaces the record of an earlier launch of the same domid and kind,
-// and removes the other kind's record for the domid if its launcher is
-// gone (a stale record costs the next launch of its domid one open).
+// and removes the other kind's record for the domid if that launch is
+// gone (a gone record costs the next launch of its domid one open).
 func Write(dir string, r Record) (string, error) {
 	path := filepath.Join(dir, FileName(r.Domid, r.Kind))
 	if err := atomicfile.Write(path, r.appendJSON(make([]byte, 0, 1024)), 0o600); err != nil {
@@ -56,14 +61,39 @@ func Write(dir string, r Record) (string, error) {
 	if r.Kind == "qdisk" {
 		other = ""
 	}
-	_, _ = RemoveStale(filepath.Join(dir, FileName(r.Domid, other)), -1)
+	_, _ = removeIf(filepath.Join(dir, FileName(r.Domid, other)), State.Gone)
 	return path, nil
 }
 
-// RemoveStale removes the record at path if its launcher is gone, and
-// says whether it did. A record that cannot be read is left alone.
-func RemoveStale(path string, owner int) (bool, error) {
-	b, err := ReadFile(path, owner)
+// SweepEnded removes the records of pass-through launches that have
+// ended (Follow says Ended): after xl destroy, nothing else would. It
+// leaves the record named keep (the caller is about to replace it), stale
+// records (dmctl doctor reports those: something went wrong) and records
+// it cannot read. It costs one getdents(2) and, per other record, a read
+// of it and of its launcher's /proc stat. A launch calls it under the
+// lease lock, so no other guest launch replaces a record meanwhile. It
+// returns how many records it removed.
+func SweepEnded(dir, keep string) int {
+	var names []string
+	eachRecord(dir, func(name string, _ int) {
+		if name != keep {
+			names = append(names, name)
+		}
+	})
+	removed := 0
+	for _, name := range names {
+		if ok, _ := removeIf(filepath.Join(dir, name), func(s State) bool { return s == Ended }); ok {
+			removed++
+		}
+	}
+	return removed
+}
+
+// removeIf removes the record at path if what became of its launch
+// (Follow) satisfies gone, and says whether it did. A record that cannot
+// be read, or that changed since it was read, is left alone.
+func removeIf(path string, gone func(State) bool) (bool, error) {
+	b, err := ReadFile(path, -1)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			err = nil
@@ -71,10 +101,13 @@ func RemoveStale(path string, owner int) (bool, error) {
 		return false, err
 	}
 	s, err := ParseSummary(b)
-	if err != nil || s.Launcher.Alive() {
+	if err != nil {
 		return false, nil
 	}
-	return RemoveIfUnchanged(path, b, owner)
+	if st, _ := s.Follow(); !gone(st) {
+		return false, nil
+	}
+	return RemoveIfUnchanged(path, b, -1)
 }
 
 // Remove deletes the record of a launch, but only while it is still the

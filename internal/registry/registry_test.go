@@ -20,7 +20,7 @@ func sample() Record {
 		Launcher: proc.Identity{PID: 42, StartTime: 99}, QEMUPID: 43, QEMU: "/usr/libexec/xen-qemu-system-i386",
 		Argv: []string{"-name", "a b", "ünï", ""}, GDB: "127.0.0.1:1239", ConsolePTY: "/dev/pts/3",
 		ConsoleLog: "/var/log/xen/dmlaunch-console-5.log", QMP: "/run/dmlaunch/5.qmp",
-		Started: time.Date(2026, 11, 21, 13, 0, 0, 123456789, time.UTC),
+		Started: time.Date(2026, 11, 21, 13, 0, 0, 123456789, time.UTC), PIDFile: "/run/qemu-dom0.pid",
 	}
 }
 
@@ -53,6 +53,23 @@ func FuzzEncoding(f *testing.F) {
 	})
 }
 
+// summary is what ParseSummary reads, argv decoded.
+type summary struct {
+	Domid            int
+	Kind, Name, Mode string
+	Launcher         proc.Identity
+	PIDFile          string
+	Argv             []string
+}
+
+func summaryOf(r Record) summary {
+	return summary{r.Domid, r.Kind, r.Name, r.Mode, r.Launcher, r.PIDFile, r.Argv}
+}
+
+func readable(s Summary) summary {
+	return summary{s.Domid, s.Kind, s.Name, s.Mode, s.Launcher, s.PIDFile, s.argv()}
+}
+
 func TestParseSummaryReadsWhatEncodingJSONReads(t *testing.T) {
 	r := sample()
 	indented, err := json.MarshalIndent(r, "", "  ")
@@ -61,7 +78,7 @@ func TestParseSummaryReadsWhatEncodingJSONReads(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s, err := ParseSummary(b)
 			require.NoError(t, err)
-			assert.Equal(t, Summary{Domid: r.Domid, Kind: r.Kind, Name: r.Name, Launcher: r.Launcher}, s)
+			assert.Equal(t, summaryOf(r), readable(s))
 		})
 	}
 	escaped := `{"domid":1,"kind":"hvm","launcher":{"pid":1},"name":"\ud83d\ude00 \ud800x \udc00\u0041 \ud800\u0041 \ud800\ud800\udc00 \u00e9\n\/"}`
@@ -90,12 +107,12 @@ func FuzzParseSummary(f *testing.F) {
 	f.Add("\xff\xfe bad utf-8 \xed\xa0\x80", "\u2028\"\\", 0)
 	f.Fuzz(func(t *testing.T, name, arg string, domid int) {
 		r := sample()
-		r.Name, r.Argv, r.Domid = name, []string{arg, name}, max(domid, 0)
+		r.Name, r.Argv, r.Domid, r.PIDFile = name, []string{arg, name}, max(domid, 0), arg
 		var want Record
 		require.NoError(t, json.Unmarshal(r.appendJSON(nil), &want))
 		s, err := ParseSummary(r.appendJSON(nil))
 		require.NoError(t, err)
-		assert.Equal(t, Summary{Domid: want.Domid, Kind: want.Kind, Name: want.Name, Launcher: want.Launcher}, s)
+		assert.Equal(t, summaryOf(want), readable(s))
 	})
 }
 

@@ -8,11 +8,13 @@ import (
 	"unicode/utf8"
 )
 
-// ParseSummary reads the domid, kind, name and launcher of a record with a
-// small JSON scanner of its own: the lease allocator rebuilds its state
-// from records inside dmlaunch, which does not link encoding/json (see
-// appendJSON). Other fields are skipped whatever they hold; the order of
-// fields and white space do not matter.
+// ParseSummary reads the domid, kind, name, mode, launcher and pidfile of
+// a record with a small JSON scanner of its own: the lease allocator
+// rebuilds its state from records, and a launch sweeps ended ones, inside
+// dmlaunch, which does not link encoding/json (see appendJSON). The argv
+// is kept undecoded until a pidfile must be checked against it. Other
+// fields are skipped whatever they hold; the order of fields and white
+// space do not matter.
 func ParseSummary(b []byte) (Summary, error) {
 	var s Summary
 	sc := &scanner{b: b}
@@ -27,6 +29,15 @@ func ParseSummary(b []byte) (Summary, error) {
 			s.Kind, err = sc.str()
 		case "name":
 			s.Name, err = sc.str()
+		case "mode":
+			s.Mode, err = sc.str()
+		case "pidfile":
+			s.PIDFile, err = sc.str()
+		case "argv":
+			start := sc.i
+			if err = sc.skip(0); err == nil {
+				s.rawArgv = b[start:sc.i]
+			}
 		case "launcher":
 			err = sc.object(func(key string) error {
 				var err error
@@ -63,6 +74,37 @@ func ParseSummary(b []byte) (Summary, error) {
 		return s, errors.New("no launcher pid")
 	}
 	return s, nil
+}
+
+// argv decodes the record's argv; nil when it has none or it does not
+// parse as a list of strings.
+func (s Summary) argv() []string {
+	if len(s.rawArgv) == 0 {
+		return nil
+	}
+	sc := &scanner{b: s.rawArgv}
+	if sc.expect('[') != nil {
+		return nil
+	}
+	out := []string{}
+	if sc.peek() == ']' {
+		return out
+	}
+	for {
+		a, err := sc.str()
+		if err != nil {
+			return nil
+		}
+		out = append(out, a)
+		switch sc.peek() {
+		case ',':
+			sc.i++
+		case ']':
+			return out
+		default:
+			return nil
+		}
+	}
 }
 
 type scanner struct {
