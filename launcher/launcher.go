@@ -35,7 +35,7 @@ const (
 )
 
 // ModePassThrough execs the real QEMU in place.
-const ModePassThrough = "pass-through"
+const ModePassThrough = registry.ModePassThrough
 
 // Plan is one launch, decided but not yet started.
 type Plan struct {
@@ -57,8 +57,13 @@ type Plan struct {
 	// PTYSerial is set when the toolstack asked for the first serial port
 	// on a QEMU pty (libxl publishes those for xl console).
 	PTYSerial bool
-	Env       []string
-	Applied   []argv.Applied
+	// PIDFile is where a pass-through QEMU started with -daemonize and
+	// -pidfile writes the pid of the daemon that runs on once the process
+	// dmlaunch exec'd exits (Debian's init script starts dom0's QEMU so);
+	// the record keeps it for readers to follow.
+	PIDFile string
+	Env     []string
+	Applied []argv.Applied
 	// Notes are decisions worth showing in a dry run.
 	Notes []string
 	// Backend is set for launches that serve the toolstack or dom0 rather
@@ -227,6 +232,20 @@ func Prepare(in Inputs) (*Plan, error) {
 	p.Line = final
 	p.PTYSerial = cl.WantsPTYSerial()
 	p.Argv = append([]string{p.QEMU}, final.Render()...)
+	if pf := registry.DaemonPIDFile(final); pf != "" && p.Mode == ModePassThrough {
+		if !strings.HasPrefix(pf, "/") {
+			// QEMU writes it before daemonizing takes it to /, in the
+			// working directory the exec keeps: this one.
+			if wd, err := os.Getwd(); err == nil {
+				pf = strings.TrimSuffix(wd, "/") + "/" + pf
+			} else {
+				pf = ""
+			}
+		}
+		if p.PIDFile = pf; pf != "" {
+			p.Notes = append(p.Notes, "-daemonize with -pidfile: QEMU runs on as the pid it writes to "+pf+"; the record names that file for dmctl")
+		}
+	}
 	// QEMU and its helpers learn the domid from XEN_DOMAIN_ID when the
 	// toolstack did not set it (libxl sets it for HVM since Xen 4.15).
 	if p.Kind != argv.KindProbe && p.Kind != argv.KindQuery && p.Domid >= 0 && !slices.Contains(p.Agreeing, domid.FromEnv) {
@@ -700,6 +719,7 @@ func (p *Plan) Launch(stderr io.Writer) error {
 			r := registry.Record{
 				Domid: l.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
 				Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
+				PIDFile: p.PIDFile,
 			}
 			if err := p.writeRecord(r, true); err != nil {
 				return err
@@ -721,6 +741,7 @@ func (p *Plan) Launch(stderr io.Writer) error {
 		r := registry.Record{
 			Domid: p.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
 			Launcher: self, QEMUPID: self.PID, QEMU: p.QEMU, Argv: p.Argv, Started: time.Now().UTC(),
+			PIDFile: p.PIDFile,
 		}
 		err := p.writeRecord(r, lease != nil)
 		switch {
@@ -744,6 +765,19 @@ func (p *Plan) Launch(stderr io.Writer) error {
 	err = syscall.Exec(p.QEMU, p.Argv, p.Env)
 	// Still here: the exec failed and nothing runs under this domid.
 	return p.undo(lease, rec, p.execFailed("could not be executed", err))
+}
+
+// sweepEnded removes the records of pass-through launches that have
+// ended: their QEMU exited (xl destroy), and nothing of dmlaunch was left
+// to remove them. A supervised launch calls it under the lease lock,
+// before it writes its own record (of domid d), so that after a destroy
+// the next debug-mode launch of any domain leaves no ended record behind.
+// A pass-through launch leaves it to the lease allocator's full reap, at
+// most every 10 s (domid.Allocator): it reads every record and its
+// launcher's /proc stat, about 20 us a record, which with tens of running
+// domains would cost each pass-through launch a tenth or more of its time.
+func (p *Plan) sweepEnded(d int) {
+	registry.SweepEnded(p.Config.StateDir, registry.FileName(d, string(p.Kind)))
 }
 
 // writeRecord writes the launch's registry record; Acquire made and

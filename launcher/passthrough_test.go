@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -255,4 +257,66 @@ func TestLogLineEscapesControlCharacters(t *testing.T) {
 	out, err := exec.Command("bash", "-c", `for a in `+quoted+`; do printf '%s\0' "$a"; done`).Output()
 	require.NoError(t, err)
 	assert.Equal(t, r.fake.Argv, strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00"))
+}
+
+// A pass-through launch execs QEMU, so nothing of dmlaunch is left to
+// remove its record when QEMU exits (xl destroy). A guest's launch removes
+// every ended record under the lease lock: in a debug mode always, in
+// pass-through when the lease allocator's full reap is due (at most every
+// 10 s; reading every record costs each launch about 20 us a record).
+// Running launches, stale records (damage, which dmctl doctor reports)
+// and a backend's launch (it takes no lease) leave records be.
+func TestLaunchesSweepEndedRecords(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	exists := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join(state, n)); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	guest := func(d int) []string { return []string{"-xen-domid", strconv.Itoa(d), "-machine", "xenfv"} }
+	qdisk := func(d int) []string {
+		return []string{"-xen-domid", strconv.Itoa(d), "-xen-attach", "-M", "xenpv", "-monitor", "/dev/null", "-serial", "/dev/null", "-parallel", "/dev/null"}
+	}
+	for _, args := range [][]string{guest(4), qdisk(5)} {
+		require.True(t, launch(t, run{args: args, state: state}).started)
+	}
+	self, err := proc.Self()
+	require.NoError(t, err)
+	gone := proc.Identity{PID: 1 << 22, StartTime: 1} // beyond pid_max: never runs
+	for _, r := range []registry.Record{
+		{Domid: 8, Kind: "hvm", Mode: "gdb", Launcher: gone, QEMUPID: 1},
+		{Domid: 9, Kind: "hvm", Mode: ModePassThrough, Launcher: self, QEMUPID: self.PID},
+	} {
+		_, err := registry.Write(state, r)
+		require.NoError(t, err)
+	}
+	all := []string{"4.json", "5-qdisk.json", "6.json", "6-qdisk.json", "7.json", "8.json", "9.json", "10.json"}
+	require.Equal(t, []string{"4.json", "5-qdisk.json", "8.json", "9.json"}, exists(all...))
+
+	require.True(t, launch(t, run{args: qdisk(6), state: state}).started)
+	require.True(t, launch(t, run{args: guest(6), state: state}).started)
+	assert.Equal(t, []string{"4.json", "5-qdisk.json", "6.json", "8.json", "9.json"}, exists(all...),
+		"a backend takes no lease and sweeps nothing; a pass-through launch between full reaps only replaces its domain's records")
+
+	// Ten seconds later, as far as the lease file knows: a full reap is due.
+	leases := filepath.Join(state, domid.LeaseFile)
+	b, err := os.ReadFile(leases)
+	require.NoError(t, err)
+	due := regexp.MustCompile(`(?m)^reaped [0-9.]+$`).ReplaceAll(b, []byte("reaped 0"))
+	require.NotEqual(t, string(b), string(due))
+	require.NoError(t, os.WriteFile(leases, due, 0o600))
+	require.True(t, launch(t, run{args: guest(10), state: state}).started)
+	assert.Equal(t, []string{"8.json", "9.json", "10.json"}, exists(all...),
+		"the pass-through launch that reaps removed every ended record; its own QEMU has exited since")
+
+	r := launch(t, run{args: append(guest(7), "-serial", "pty"), state: state,
+		env: []string{"DMLAUNCH_DEBUG=console", "DMLAUNCH_LOG_DIR=" + t.TempDir()}})
+	require.True(t, r.started)
+	assert.Equal(t, 0, r.status)
+	assert.Equal(t, []string{"8.json", "9.json"}, exists(all...),
+		"a debug-mode launch sweeps whenever it starts, and removes its own record when it ends")
 }

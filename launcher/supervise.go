@@ -188,6 +188,7 @@ func (s *supervision) takeLease() error {
 	s.self = self
 	p := s.p
 	lease, err := p.acquire(self, func(l domid.Lease) error {
+		p.sweepEnded(l.Domid)
 		rec := registry.Record{
 			Domid: l.Domid, Name: p.Name, Kind: string(p.Kind), Mode: p.Mode,
 			Launcher: self, QEMU: p.QEMU, Started: time.Now().UTC(),

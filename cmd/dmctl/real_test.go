@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/creack/pty"
 	"github.com/dmlaunch/dmlaunch/internal/guest"
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
+	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/realtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -524,4 +526,133 @@ func runDmctl(t *testing.T, args ...string) (string, int) {
 	}
 	require.NoError(t, err)
 	return string(out), 0
+}
+
+// Pass-through launches with the real QEMU: a guest's QEMU that exits (as
+// at xl destroy, which signals the pid libxl recorded: QEMU's) has ended,
+// which dmctl does not call damage; dom0's QEMU, which Debian's init script
+// starts with -daemonize and -pidfile, runs on as the pid in its pidfile
+// once the process dmlaunch exec'd has exited; and the next launch of any
+// domain removes the ended records.
+func TestPassThroughQEMUEndsAndDaemonizedQEMUIsFollowed(t *testing.T) {
+	qemu := realtest.Need(t, realtest.QEMUTCG)[0]
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	env := []string{"PATH=" + os.Getenv("PATH"), "DMLAUNCH_CONFIG=", "DMLAUNCH_QEMU=" + qemu, "DMLAUNCH_STATE_DIR=" + state}
+	list := func(args ...string) (string, string) {
+		t.Helper()
+		cmd := exec.Command(dmctlBin, append([]string{"--state-dir", state, "list"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "dmctl list %q: %s", args, stderr.String())
+		return string(out), stderr.String()
+	}
+
+	// dom0's QEMU as /etc/init.d/xen starts it, but with the TCG build's
+	// machine (without a hypervisor the Xen build stops before it
+	// daemonizes) and the domid as leading argument (the TCG build refuses
+	// -xen-domid). The pidfile is relative: QEMU writes it in its working
+	// directory.
+	dom0 := exec.Command(dmlaunchBin, "0", "-name", "dom0", "-nographic", "-M", "pc", "-accel", "tcg", "-nodefaults",
+		"-daemonize", "-monitor", "none", "-serial", "none", "-parallel", "none", "-pidfile", "qemu-dom0.pid")
+	dom0.Env, dom0.Dir = env, dir
+	res, err := dom0.CombinedOutput()
+	require.NoError(t, err, "QEMU's first process exits 0 once the daemon runs: %s", res)
+	pidFile := filepath.Join(dir, "qemu-dom0.pid")
+	b, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	daemon, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	daemonGone := func() bool { id, err := proc.Of(daemon); return err != nil || !id.Alive() }
+	t.Cleanup(func() {
+		_ = syscall.Kill(daemon, syscall.SIGKILL)
+	})
+	require.NotEqual(t, dom0.Process.Pid, daemon)
+
+	out, stderr := list()
+	assert.Regexp(t, `(?m)^0\s+dom0\s+hvm\s+pass-through\s+`+strconv.Itoa(daemon)+`\s+\d+s\s+-\s+-\s+running$`, out, "the daemon's pid")
+	assert.Empty(t, stderr)
+	out, _ = list("--json")
+	var entries []inventory.Entry
+	require.NoError(t, json.Unmarshal([]byte(out), &entries))
+	require.Len(t, entries, 1)
+	assert.Equal(t, dom0.Process.Pid, entries[0].QEMUPID, "the record keeps the pid dmlaunch exec'd")
+	assert.Equal(t, daemon, entries[0].DaemonPID)
+	assert.Equal(t, pidFile, entries[0].PIDFile)
+
+	// A guest's QEMU, passed through, ends as at xl destroy.
+	guest := exec.Command(dmlaunchBin, "-name", "guest", "-machine", "pc", "-accel", "tcg", "-display", "none", "-nodefaults", "-no-user-config")
+	guest.Env = append(env, "XEN_DOMAIN_ID=7")
+	require.NoError(t, guest.Start())
+	exited := make(chan struct{})
+	go func() { _ = guest.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = guest.Process.Kill(); <-exited })
+	// dmlaunch records the launch before it saves the lease and execs:
+	// signal QEMU, as libxl does, not dmlaunch on its way to it.
+	require.Eventually(t, func() bool {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", guest.Process.Pid))
+		return exe == qemu
+	}, 30*time.Second, 10*time.Millisecond)
+	out, _ = list()
+	assert.Regexp(t, `(?m)^7\s+guest\s.*running$`, out)
+	require.NoError(t, guest.Process.Signal(syscall.SIGHUP))
+	<-exited
+
+	out, stderr = list()
+	assert.NotRegexp(t, `(?m)^7\s`, out, "an ended launch is left out")
+	assert.NotContains(t, out+stderr, "stale")
+	out, _ = list("--all")
+	assert.Regexp(t, `(?m)^7\s+guest\s+unknown\s+pass-through\s+`+strconv.Itoa(guest.Process.Pid)+`\s+-\s+-\s+-\s+ended$`, out)
+	assert.Regexp(t, `(?m)^0\s+dom0\s+.*running$`, out)
+
+	doctor := exec.Command(dmctlBin, "doctor", "--json")
+	doctor.Env = env
+	out2, _ := doctor.Output() // other checks may fail on a machine without Xen
+	var checks []Check
+	require.NoError(t, json.Unmarshal(out2, &checks), "%s", out2)
+	var registryCheck *Check
+	for i := range checks {
+		if checks[i].Name == "registry" {
+			registryCheck = &checks[i]
+		}
+	}
+	require.NotNil(t, registryCheck, "%s", out2)
+	assert.True(t, registryCheck.OK)
+	assert.False(t, registryCheck.Warning, "an ended launch is not damage: %s", registryCheck.Detail)
+	assert.Contains(t, registryCheck.Detail, "1 records of running launches, 1 of ended pass-through launches")
+
+	// dom0's QEMU stops (SIGTERM, as the init script's stop does): QEMU
+	// removes its pidfile, and the launch has ended.
+	require.NoError(t, syscall.Kill(daemon, syscall.SIGTERM))
+	require.Eventually(t, daemonGone, 30*time.Second, 10*time.Millisecond)
+	out, _ = list()
+	assert.Equal(t, "DOMID  NAME  KIND  MODE  QEMU PID  UPTIME  GDB  CONSOLE  STATE\n", out)
+	out, _ = list("--all")
+	assert.Regexp(t, `(?m)^0\s+dom0\s+hvm\s+pass-through\s+`+strconv.Itoa(dom0.Process.Pid)+`\s+-\s+-\s+-\s+ended$`, out)
+
+	// A later launch of any domain removes both ended records: a
+	// pass-through one when the lease allocator's full reap is due, at
+	// most every 10 s (here the lease file says the last was long ago).
+	leases := filepath.Join(state, "domids")
+	b, err = os.ReadFile(leases)
+	require.NoError(t, err)
+	due := regexp.MustCompile(`(?m)^reaped [0-9.]+$`).ReplaceAll(b, []byte("reaped 0"))
+	require.NotEqual(t, string(b), string(due))
+	require.NoError(t, os.WriteFile(leases, due, 0o600))
+	next := exec.Command(dmlaunchBin, "-xen-domid", "5", "-machine", "xenfv")
+	next.Env = append(env[:len(env):len(env)], "DMLAUNCH_QEMU=/bin/true")
+	out3, err := next.CombinedOutput()
+	require.NoError(t, err, "%s", out3)
+	names, err := filepath.Glob(filepath.Join(state, "*.json"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{filepath.Join(state, "5.json")}, names)
+	out, _ = list("--all")
+	assert.Regexp(t, `(?m)^5\s+-\s+hvm\s+pass-through\s+\d+\s+-\s+-\s+-\s+ended$`, out)
+
+	prune := exec.Command(dmctlBin, "--state-dir", state, "prune")
+	out3, err = prune.CombinedOutput()
+	require.NoError(t, err, "%s", out3)
+	assert.Contains(t, string(out3), "removed "+filepath.Join(state, "5.json")+": domain 5 (-), ended, its QEMU (pid")
+	assert.NoFileExists(t, filepath.Join(state, "5.json"))
 }
