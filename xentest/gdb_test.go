@@ -67,8 +67,10 @@ func TestGDBAttachFromOuterMachine(t *testing.T) {
 	setConfig(t, gdbConfig("gdb")...)
 	disk := bootDisk(t, name, msg)
 	// xl create returning 0 is libxl's word that QEMU said "running" within
-	// its wait.
-	d := create(t, name, hvmConfig(name, disk))
+	// its wait. The guest's line comes through libxl's published console:
+	// the pty dmlaunch's relay offers, with every byte kept in the console
+	// log.
+	d := create(t, name, hvmConfig(name, disk), msg)
 
 	log := run(t, "cat /var/log/xen/qemu-dm-"+name+".log")
 	assert.Contains(t, log, fmt.Sprintf("dmlaunch: domain %d (%s): hvm, domid from -xen-domid, debug gdb;", d.domid, name))
@@ -78,9 +80,6 @@ func TestGDBAttachFromOuterMachine(t *testing.T) {
 	assert.Equal(t, "/usr/libexec/xen-qemu-system-i386", strings.TrimSpace(run(t, "readlink /proc/"+pid+"/exe")),
 		"the pid libxl recorded is the launcher, which supervises QEMU")
 
-	// The guest's line, through libxl's published console: the pty
-	// dmlaunch's relay offers, with every byte kept in the console log.
-	consoleShows(t, name, msg)
 	assert.Contains(t, run(t, "cat "+consoleLog[1]), msg, "the console log kept the guest's line")
 
 	out, err := outerGDB(t, gdbAddr(t, d.domid), 3*time.Minute, "info threads", "detach")

@@ -3,6 +3,7 @@
 package xentest
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -45,12 +46,10 @@ func nothingLeft(t *testing.T, d *domain) {
 // passed through.
 func TestDebugDomainsByName(t *testing.T) {
 	setConfig(t, gdbConfig("gdb", "DMLAUNCH_DEBUG_DOMAINS=pick-b")...)
-	a := create(t, "pick-a", hvmConfig("pick-a", bootDisk(t, "pick-a", "pick-a: passed through")))
-	b := create(t, "pick-b", hvmConfig("pick-b", bootDisk(t, "pick-b", "pick-b: debuggable")))
+	a := create(t, "pick-a", hvmConfig("pick-a", bootDisk(t, "pick-a", "pick-a: passed through")), "pick-a: passed through")
+	b := create(t, "pick-b", hvmConfig("pick-b", bootDisk(t, "pick-b", "pick-b: debuggable")), "pick-b: debuggable")
 	assert.Contains(t, launchLine(t, "pick-a"), ", pass-through: ")
 	assert.Contains(t, launchLine(t, "pick-b"), ", debug gdb;")
-	consoleShows(t, "pick-a", "pick-a: passed through")
-	consoleShows(t, "pick-b", "pick-b: debuggable")
 	out, err := outerGDB(t, gdbAddr(t, b.domid), 3*time.Minute, "info threads", "detach")
 	require.NoError(t, err, "outer gdb on pick-b:\n%s", out)
 	assert.Regexp(t, threadLine, out)
@@ -144,8 +143,7 @@ func TestSaveRestore(t *testing.T) {
 			if mode == "gdb" {
 				setConfig(t, gdbConfig("gdb")...)
 			}
-			d := create(t, name, hvmConfig(name, bootDisk(t, name, name+": before the save")))
-			consoleShows(t, name, name+": before the save")
+			d := create(t, name, hvmConfig(name, bootDisk(t, name, name+": before the save")), name+": before the save")
 			img := labDir + "/" + name + ".save"
 			run(t, "xl save "+name+" "+img)
 			assert.NotContains(t, run(t, "xl list"), name, "xl save ends the domain")
@@ -205,13 +203,12 @@ printf '#!/bin/busybox sh\n/bin/busybox echo "pv guest read from its disk: $(/bi
 chmod 0755 $d/init
 rm -f %[3]s; mke2fs -q -t ext4 -d $d %[3]s 32M; rm -rf $d`, labDir, marker, disk))
 
-	d := create(t, name, pvConfig(name, disk))
+	d := create(t, name, pvConfig(name, disk), "pv guest read from its disk: "+marker)
 	line := launchLine(t, name)
 	assert.Contains(t, line, fmt.Sprintf("dmlaunch: domain %d (%s): pv, domid from -xen-domid, pass-through: ", d.domid, name))
 	assert.Contains(t, line, " -xen-attach ")
 	assert.Contains(t, line, " -machine xenpv ")
 	t.Logf("libxl argv (pv qdisk+vfb): %s", line)
-	consoleShows(t, name, "pv guest read from its disk: "+marker)
 	pid := xenstoreRead(t, fmt.Sprintf("/local/domain/%d/image/device-model-pid", d.domid))
 	assert.Equal(t, realQEMU, strings.TrimSpace(run(t, "readlink /proc/"+pid+"/exe")))
 	d.destroy(t)
@@ -223,4 +220,22 @@ rm -f %[3]s; mke2fs -q -t ext4 -d $d %[3]s 32M; rm -rf $d`, labDir, marker, disk
 	rec := run(t, "cat /run/dmlaunch/0-qdisk.json")
 	assert.Contains(t, rec, `"name":"dom0"`, "dmlaunch's record of dom0's QEMU")
 	assert.Contains(t, rec, `"-daemonize"`)
+	// QEMU forked away from the pid dmlaunch exec'd for -daemonize: dmctl
+	// follows its pidfile and lists it as running, with the daemon's pid.
+	var entries []struct {
+		Domid     int    `json:"domid"`
+		Kind      string `json:"kind"`
+		State     string `json:"state"`
+		DaemonPID int    `json:"daemon_pid"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(run(t, "dmctl list --json")), &entries))
+	found := false
+	for _, e := range entries {
+		if e.Domid == 0 && e.Kind == "qdisk" {
+			found = true
+			assert.Equal(t, "running", e.State, "dom0's QEMU in dmctl list")
+			assert.Equal(t, dom0, fmt.Sprint(e.DaemonPID), "the daemon's pid, from /run/qemu-dom0.pid")
+		}
+	}
+	assert.True(t, found, "dmctl list --json has no entry for dom0's QEMU")
 }
