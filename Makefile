@@ -40,6 +40,8 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+	$(GO) vet -tags xenlab ./xentest
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags xenlab ./xentest
 
 # Boot the built-in guest (512 bytes that write to COM1) under the real QEMU,
 # through dmlaunch, exactly as the toolstack would start it.
