@@ -32,10 +32,13 @@ func TestPassThroughStartUpBuildsNothingOfItsOwn(t *testing.T) {
 	for _, heavy := range []string{"regexp", "regexp/syntax", "encoding/json", "text/template"} {
 		assert.NotContains(t, allocs, heavy, "a launch starts %s", heavy)
 	}
-	// launcher itself builds a few small tables (the exit status table's
-	// matchers, the known QEMU paths, the supervisor's signals).
+	// launcher itself splits the known QEMU paths (set at link time) and
+	// builds nothing else: the exit status table's matchers and the
+	// supervisor's signals are functions, not closures or maps.
 	for pkg, n := range allocs {
-		if strings.HasPrefix(pkg, "github.com/dmlaunch/") && pkg != "github.com/dmlaunch/dmlaunch/launcher" {
+		if pkg == "github.com/dmlaunch/dmlaunch/launcher" {
+			assert.LessOrEqual(t, n, 1, "%s allocates at start-up more than the known QEMU paths", pkg)
+		} else if strings.HasPrefix(pkg, "github.com/dmlaunch/") {
 			assert.Zero(t, n, "%s allocates at start-up", pkg)
 		}
 	}

@@ -595,9 +595,10 @@ func as[T error](err error) bool {
 	return errors.As(err, &target)
 }
 
-func is(target error) func(error) bool {
-	return func(err error) bool { return errors.Is(err, target) }
-}
+// Plain functions rather than closures over their targets, which would
+// be allocated at every start to build the table below.
+func isUnsafeStateDir(err error) bool { return errors.Is(err, statedir.ErrUnsafe) }
+func isExhausted(err error) bool      { return errors.Is(err, domid.ErrExhausted) }
 
 // outcomes are tried in order; the first match decides. The exit status
 // table (dmlaunch(8)): 2 for bad input of any kind, from the command line,
@@ -612,9 +613,9 @@ var outcomes = []outcome{
 	{as[*domid.InvalidError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
 	{as[*domid.ConflictError], ExitBadInput, "the toolstack's -xen-domid, XEN_DOMAIN_ID and DMLAUNCH_DOMID must name one domain"},
 	{as[*domid.HeldError], ExitBadInput, "a domain's device model runs once; see dmctl list, and stop the old one first"},
-	{is(statedir.ErrUnsafe), ExitBadInput, "fix the directory or set DMLAUNCH_STATE_DIR"},
+	{isUnsafeStateDir, ExitBadInput, "fix the directory or set DMLAUNCH_STATE_DIR"},
 	{as[*DirError], ExitBadInput, ""}, // its own Hint
-	{is(domid.ErrExhausted), ExitBadInput, "release leases with dmctl domid release, or wait for freed domids to cool down"},
+	{isExhausted, ExitBadInput, "release leases with dmctl domid release, or wait for freed domids to cool down"},
 	{as[*ToolMissingError], ExitBadInput, ""}, // its own Hint
 	{as[*NotFoundError], ExitNotFound, "install qemu-system-xen, or set DMLAUNCH_QEMU to the real QEMU"},
 	{as[*NotExecutableError], ExitNotExecutable, "set DMLAUNCH_QEMU to the real QEMU binary, or reinstall with scripts/install.sh"},

@@ -148,28 +148,33 @@ func (p *Plan) Supervise(in Inputs, stderr *os.File) (int, error) {
 	return s.status, nil
 }
 
-// Signals the launcher acts on. The toolstack stops QEMU with SIGHUP
-// (libxl) or SIGTERM; SIGINT and SIGQUIT come from a terminal. QEMU is
-// sent SIGTERM for SIGQUIT: its own SIGQUIT action is a core dump, and
-// the Go runtime's a goroutine dump into the toolstack's log.
-var (
-	stopSignals = map[os.Signal]syscall.Signal{
-		syscall.SIGHUP: syscall.SIGHUP, syscall.SIGINT: syscall.SIGINT,
-		syscall.SIGTERM: syscall.SIGTERM, syscall.SIGQUIT: syscall.SIGTERM,
+// stopSignal says whether sig stops QEMU, and with which signal. The
+// toolstack stops QEMU with SIGHUP (libxl) or SIGTERM; SIGINT and SIGQUIT
+// come from a terminal. QEMU is sent SIGTERM for SIGQUIT: its own SIGQUIT
+// action is a core dump, and the Go runtime's a goroutine dump into the
+// toolstack's log. A switch, not a map: a package-level map is built at
+// every start, and most starts are pass-through launches that never
+// supervise.
+func stopSignal(sig os.Signal) (forward syscall.Signal, ok bool) {
+	switch sig {
+	case syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM:
+		return sig.(syscall.Signal), true
+	case syscall.SIGQUIT:
+		return syscall.SIGTERM, true
 	}
-	// ignoredSignals would end the launcher, and through pdeathsig the
-	// domain, though nobody asked for either: logged and ignored. SIGPIPE
-	// comes from a toolstack log that was closed under us.
-	ignoredSignals = []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGPIPE}
-)
+	return 0, false
+}
+
+// ignoredSignals would end the launcher, and through pdeathsig the
+// domain, though nobody asked for either: logged and ignored. SIGPIPE
+// comes from a toolstack log that was closed under us.
+var ignoredSignals = []os.Signal{syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGPIPE}
 
 // trapSignals comes first: a signal between QEMU's start and here would
 // otherwise kill the launcher and, through pdeathsig, QEMU unasked.
 func (s *supervision) trapSignals() error {
 	s.sigs = make(chan os.Signal, 8)
-	for sig := range stopSignals {
-		signal.Notify(s.sigs, sig)
-	}
+	signal.Notify(s.sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT) // stopSignal's
 	signal.Notify(s.sigs, ignoredSignals...)
 	s.atExit(func() { signal.Stop(s.sigs) })
 	return nil
@@ -409,7 +414,7 @@ func (s *supervision) waitQEMU() error {
 		case <-s.qemu.done:
 			return nil
 		case sig := <-s.sigs:
-			forward, ok := stopSignals[sig]
+			forward, ok := stopSignal(sig)
 			if !ok {
 				s.logf("%v ignored: QEMU runs on (stop it with SIGTERM or SIGHUP)", sig)
 				continue
