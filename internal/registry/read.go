@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"golang.org/x/sys/unix"
@@ -217,7 +218,15 @@ func Summaries(dir string) ([]Summary, []error) {
 }
 
 // RemoveIfUnchanged removes a record only while it still holds data: a
-// launch may have replaced it since it was read.
+// launch may have replaced it since it was read. Writers replace a record
+// by renaming a new file onto its name, and some (backends) do so outside
+// the lease lock, so a read, a compare and an unlink could remove a record
+// renamed in between. Instead the record is first renamed to a private
+// name in the same directory, which takes exactly one file out of the
+// writers' way; that file is removed only if it holds data. Otherwise it
+// is a newer record and goes back under its name, unless a still newer
+// one already sits there (then the one taken aside is older and is
+// dropped). Readers may miss a record for that moment; none is lost.
 func RemoveIfUnchanged(path string, data []byte, owner int) (bool, error) {
 	cur, err := ReadFile(path, owner)
 	if errors.Is(err, os.ErrNotExist) {
@@ -229,8 +238,52 @@ func RemoveIfUnchanged(path string, data []byte, owner int) (bool, error) {
 	if string(cur) != string(data) {
 		return false, nil
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, err
+	aside := asideName(path)
+	if err := unix.Renameat2(unix.AT_FDCWD, path, unix.AT_FDCWD, aside, unix.RENAME_NOREPLACE); err != nil {
+		if err == unix.ENOENT {
+			return false, nil // removed meanwhile
+		}
+		return false, &os.LinkError{Op: "rename", Old: path, New: aside, Err: err}
 	}
-	return true, nil
+	taken, err := ReadFile(aside, owner)
+	if err == nil && string(taken) == string(data) {
+		if err := unix.Unlink(aside); err != nil && err != unix.ENOENT {
+			return false, &os.PathError{Op: "unlink", Path: aside, Err: err}
+		}
+		return true, nil
+	}
+	return false, putBack(aside, path)
+}
+
+// putBack returns a record taken aside to its name, without replacing a
+// record written there since: that one is newer, and the one taken aside
+// is dropped.
+func putBack(aside, path string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, aside, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+	if err == unix.EINVAL || err == unix.ENOSYS {
+		// A file system without RENAME_NOREPLACE: link(2) does not
+		// replace either.
+		if err = unix.Link(aside, path); err == nil || err == unix.EEXIST {
+			unix.Unlink(aside)
+		}
+	}
+	switch err {
+	case nil:
+		return nil
+	case unix.EEXIST:
+		unix.Unlink(aside)
+		return nil
+	}
+	return &os.LinkError{Op: "put back", Old: aside, New: path, Err: err}
+}
+
+// asideSeq tells apart the names one process takes records aside to.
+var asideSeq atomic.Uint64
+
+// asideName is a private name for a record taken aside: not a record's
+// name (readers skip it), unique to this process and call, and in
+// atomicfile's "<name>.new.<pid>.*" form, so that dmctl prune removes it
+// should this process die before it is put back or removed.
+func asideName(path string) string {
+	return path + ".new." + strconv.Itoa(os.Getpid()) + ".aside." + strconv.FormatUint(asideSeq.Add(1), 10)
 }
