@@ -436,9 +436,11 @@ func stateChecks(stateDir string) []Check {
 	if err != nil {
 		return append(out, Check{Name: "registry", OK: false, Detail: err.Error(), Fix: "fix the state directory's permissions"})
 	}
-	live, starting, ended, stale := 0, 0, 0, []string{}
+	live, starting, ended, stale, unknown := 0, 0, 0, []string{}, []string{}
 	for _, en := range listing.Entries {
 		switch en.State {
+		case registry.Unknown:
+			unknown = append(unknown, fmt.Sprintf("domain %d: %s", en.Domid, cell(en.Unknown)))
 		case registry.Stale:
 			stale = append(stale, strconv.Itoa(en.Domid))
 		case registry.Starting:
@@ -462,6 +464,16 @@ func stateChecks(stateDir string) []Check {
 		reg.Detail += fmt.Sprintf("; %d stale records, their debug-mode launchers gone without removing them (domains %s): harmless, a launch of the domain replaces its own",
 			len(stale), strings.Join(stale, " "))
 		reg.Fix = "dmctl prune removes them"
+	}
+	if len(unknown) > 0 {
+		reg.Warning = true
+		reg.Detail += fmt.Sprintf("; %d records of daemonized QEMUs that can be neither followed nor proved gone, kept: %s",
+			len(unknown), strings.Join(unknown, "; "))
+		fix := "a pidfile that QEMU writes itself is a regular file of root's, writable by root alone; once that QEMU is gone, remove the record by hand"
+		if reg.Fix != "" {
+			fix = reg.Fix + "; " + fix
+		}
+		reg.Fix = fix
 	}
 	if len(listing.Bad) > 0 {
 		var names []string

@@ -88,6 +88,9 @@ func runList(e *env, fs *pflag.FlagSet, args []string) error {
 		if en.State == registry.Stale {
 			stale++
 		}
+		if en.State == registry.Unknown {
+			fmt.Fprintf(e.stderr, "dmctl list: domain %d: state unknown, record kept: %s\n", en.Domid, cell(en.Unknown))
+		}
 		if en.PID() == 0 { // recorded before QEMU started
 			pid = "-"
 		}

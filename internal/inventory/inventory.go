@@ -35,11 +35,15 @@ func Read(path string, owner int) (registry.Record, []byte, error) {
 type Entry struct {
 	registry.Record
 	Path string `json:"path"`
-	// State is running, starting, ended or stale (registry.State).
+	// State is running, starting, ended, stale or unknown
+	// (registry.State): the precise field.
 	State registry.State `json:"state"`
 	// Stale is a supervised launch whose launcher is gone without
 	// removing its record. An ended pass-through launch is not stale.
 	Stale bool `json:"stale"`
+	// Unknown says why State is unknown: what about a daemonized QEMU's
+	// pidfile kept it from being followed. Such a record is kept.
+	Unknown string `json:"unknown,omitempty"`
 	// Starting is a live launch whose QEMU has not started yet: a
 	// supervised launch records itself when it takes its lease, without
 	// a QEMU pid, and completes the record once QEMU runs.
@@ -105,9 +109,13 @@ func Scan(dir string) (Listing, error) {
 			out.Bad = append(out.Bad, &registry.BadRecordError{Path: path, Reason: "cannot be read: " + err.Error()})
 			continue
 		}
-		st, daemon := r.Follow()
-		out.Entries = append(out.Entries, Entry{Record: r, Path: path, State: st, Stale: st == registry.Stale,
-			Starting: st == registry.Starting, DaemonPID: daemon, raw: raw})
+		st, daemon, why := r.Follow(out.Owner)
+		en := Entry{Record: r, Path: path, State: st, Stale: st == registry.Stale,
+			Starting: st == registry.Starting, DaemonPID: daemon, raw: raw}
+		if why != nil {
+			en.Unknown = why.Error()
+		}
+		out.Entries = append(out.Entries, en)
 	}
 	sort.SliceStable(out.Entries, func(i, j int) bool {
 		a, b := out.Entries[i], out.Entries[j]

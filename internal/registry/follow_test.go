@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,13 +16,28 @@ import (
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // The test binary is also a daemonized QEMU's stand-in: started with
 // REGISTRY_TEST_QEMU set, it runs until killed, with whatever argv it was
-// given in /proc/PID/cmdline.
+// given in /proc/PID/cmdline; with REGISTRY_TEST_PIDFILE it first writes
+// its pid there and holds a write lock on it, as QEMU's -pidfile does.
 func TestMain(m *testing.M) {
 	if os.Getenv("REGISTRY_TEST_QEMU") != "" {
+		if path := os.Getenv("REGISTRY_TEST_PIDFILE"); path != "" {
+			fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+			if err != nil {
+				os.Exit(3)
+			}
+			lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: io.SeekStart}
+			if unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk) != nil || unix.Ftruncate(fd, 0) != nil {
+				os.Exit(4)
+			}
+			if _, err := unix.Write(fd, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+				os.Exit(5)
+			}
+		}
 		time.Sleep(10 * time.Minute)
 		os.Exit(0)
 	}
@@ -28,12 +45,10 @@ func TestMain(m *testing.M) {
 }
 
 // running starts a program for the test, killed at its end.
-func running(t *testing.T, env string, args ...string) proc.Identity {
+func running(t *testing.T, env []string, args ...string) proc.Identity {
 	t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
-	if env != "" {
-		cmd.Env = append(os.Environ(), env)
-	}
+	cmd.Env = append(os.Environ(), env...)
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	id, err := proc.Of(cmd.Process.Pid)
@@ -41,9 +56,18 @@ func running(t *testing.T, env string, args ...string) proc.Identity {
 	return id
 }
 
-// standIn runs the test binary as a daemonized QEMU with this argv tail.
-func standIn(t *testing.T, args ...string) proc.Identity {
-	return running(t, "REGISTRY_TEST_QEMU=1", append([]string{os.Args[0]}, args...)...)
+// standIn runs the test binary as a daemonized QEMU with this argv tail,
+// holding pidFile as QEMU does once it has written it ("" for none).
+func standIn(t *testing.T, pidFile string, args ...string) proc.Identity {
+	t.Helper()
+	id := running(t, []string{"REGISTRY_TEST_QEMU=1", "REGISTRY_TEST_PIDFILE=" + pidFile}, append([]string{os.Args[0]}, args...)...)
+	if pidFile != "" {
+		require.Eventually(t, func() bool {
+			b, _ := os.ReadFile(pidFile)
+			return string(b) == strconv.Itoa(id.PID)+"\n"
+		}, 10*time.Second, time.Millisecond, "the stand-in wrote its pidfile")
+	}
+	return id
 }
 
 // gonePID is the pid of a process that has exited.
@@ -59,36 +83,44 @@ func writePIDFile(t *testing.T, text string) string {
 	return path
 }
 
-func TestReadPIDFile(t *testing.T) {
+func pidFilePath(t *testing.T) string { return filepath.Join(t.TempDir(), "qemu.pid") }
+
+func TestReadLockedPIDFile(t *testing.T) {
 	dir := t.TempDir()
 	good := writePIDFile(t, "4242\n")
 	link := filepath.Join(dir, "link.pid")
 	require.NoError(t, os.Symlink(good, link))
 	fifo := filepath.Join(dir, "fifo.pid")
 	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	writable := writePIDFile(t, "17\n")
+	require.NoError(t, os.Chmod(writable, 0o620))
+	others := writePIDFile(t, "17\n")
+	require.NoError(t, os.Chown(others, 4321, 4321), "the tests run as root")
+	locked := pidFilePath(t)
+	holder := standIn(t, locked)
 
 	for name, tt := range map[string]struct {
-		path string
-		pid  int
-		err  string
+		path   string
+		pid    int
+		holder int
+		err    string
 	}{
-		"as QEMU writes it": {path: good, pid: 4242},
-		"no newline":        {path: writePIDFile(t, "17"), pid: 17},
-		"empty":             {path: writePIDFile(t, ""), err: `holds "", not a pid`},
-		"words":             {path: writePIDFile(t, "qemu\n"), err: `holds "qemu", not a pid`},
-		"two pids":          {path: writePIDFile(t, "12 34\n"), err: "not a pid"},
-		"two lines":         {path: writePIDFile(t, "12\n34\n"), err: "not a pid"},
-		"negative":          {path: writePIDFile(t, "-5\n"), err: "not a pid"},
-		"zero":              {path: writePIDFile(t, "0\n"), err: "not a pid"},
-		"signed":            {path: writePIDFile(t, "+5\n"), err: "not a pid"},
-		"leading zero":      {path: writePIDFile(t, "05\n"), err: "not a pid"},
-		"oversized":         {path: writePIDFile(t, strings.Repeat("1", 40)), err: "is over 32 bytes"},
-		"symbolic link":     {path: link, err: "is a symbolic link"},
-		"fifo":              {path: fifo, err: "is not a regular file"},
-		"directory":         {path: dir, err: "is not a regular file"},
+		"as QEMU writes it":      {path: good, pid: 4242},
+		"locked by its daemon":   {path: locked, pid: holder.PID, holder: holder.PID},
+		"no newline":             {path: writePIDFile(t, "17"), pid: 17},
+		"empty, nobody holds it": {path: writePIDFile(t, "")},
+		"words, nobody holds it": {path: writePIDFile(t, "qemu\n")},
+		"oversized":              {path: writePIDFile(t, strings.Repeat("1", 40)), err: "is over 32 bytes"},
+		"symbolic link":          {path: link, err: "is a symbolic link; not followed"},
+		"fifo":                   {path: fifo, err: "is not a regular file"},
+		"directory":              {path: dir, err: "is not a regular file"},
+		"a tty":                  {path: "/dev/tty", err: "is not a regular file"},
+		"a character device":     {path: "/dev/null", err: "is not a regular file"},
+		"group-writable":         {path: writable, err: "has mode 0620, writable by others"},
+		"another user's":         {path: others, err: "is owned by uid 4321"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			pid, err := ReadPIDFile(tt.path)
+			pid, h, err := readLockedPIDFile(tt.path, 1000)
 			if tt.err != "" {
 				var bad *PIDFileError
 				require.ErrorAs(t, err, &bad)
@@ -97,26 +129,73 @@ func TestReadPIDFile(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tt.pid, pid)
+			assert.Equal(t, tt.holder, h)
 		})
 	}
-	_, err := ReadPIDFile(filepath.Join(dir, "none.pid"))
+	t.Run("the state directory owner's", func(t *testing.T) {
+		pid, _, err := readLockedPIDFile(others, 4321)
+		require.NoError(t, err)
+		assert.Equal(t, 17, pid)
+	})
+	_, _, err := readLockedPIDFile(filepath.Join(dir, "none.pid"), 0)
 	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// A pidfile that names a tty is never opened: opened without O_NOCTTY by
+// a session leader without a terminal (a launch libxl made, after its
+// setsid), it would become that process's controlling terminal.
+func TestPIDFileNamingATtyIsNotOpened(t *testing.T) {
+	if os.Getenv("REGISTRY_TEST_CTTY") != "" {
+		_, err := unix.Setsid()
+		if err != nil {
+			os.Exit(6)
+		}
+		_, _, err = readLockedPIDFile(os.Getenv("REGISTRY_TEST_CTTY"), 0)
+		var bad *PIDFileError
+		if !errors.As(err, &bad) {
+			os.Exit(7)
+		}
+		// TIOCGSID on /dev/tty: ENXIO when there is no controlling tty.
+		if fd, err := unix.Open("/dev/tty", unix.O_RDONLY|unix.O_NOCTTY, 0); err == nil {
+			unix.Close(fd)
+			os.Exit(8)
+		}
+		os.Exit(0)
+	}
+	master, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(master)
+	require.NoError(t, unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0))
+	n, err := unix.IoctlGetInt(master, unix.TIOCGPTN)
+	require.NoError(t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPIDFileNamingATtyIsNotOpened$")
+	cmd.Env = append(os.Environ(), "REGISTRY_TEST_CTTY=/dev/pts/"+strconv.Itoa(n))
+	out, err := cmd.CombinedOutput()
+	assert.NoError(t, err, "a session leader that followed a pidfile naming a tty has it as controlling terminal: %s", out)
 }
 
 func TestFollow(t *testing.T) {
 	self, err := proc.Self()
 	require.NoError(t, err)
 	// The record's launcher started before the daemon (notBefore is its
-	// start time); the stand-in is dom0's QEMU daemonized.
-	daemon := standIn(t, "-xen-domid", "0", "-xen-attach", "-name", "dom0", "-daemonize")
-	otherDomain := standIn(t, "-xen-domid", "3", "-xen-attach", "-daemonize")
-	other := running(t, "", "sleep", "600")
-	recorded := []string{os.Args[0], "-xen-domid", "0", "-xen-attach", "-name", "dom0", "-daemonize", "-pidfile", "/run/qemu-dom0.pid"}
+	// start time); the stand-in is dom0's QEMU daemonized, holding its
+	// pidfile.
+	dom0PIDFile := pidFilePath(t)
+	daemon := standIn(t, dom0PIDFile, "-xen-domid", "0", "-xen-attach", "-name", "dom0", "-daemonize")
+	otherPIDFile := pidFilePath(t)
+	standIn(t, otherPIDFile, "-xen-domid", "3", "-xen-attach", "-daemonize")
+	other := running(t, nil, "sleep", "600")
+	recorded := []string{os.Args[0], "-xen-domid", "0", "-xen-attach", "-name", "dom0", "-daemonize", "-pidfile", dom0PIDFile}
 	before := proc.Identity{PID: gonePID(t), StartTime: daemon.StartTime}
 	after := proc.Identity{PID: before.PID, StartTime: daemon.StartTime + 1}
+	goneDaemon := gonePID(t)
 	pidFileOf := func(id proc.Identity) string { return writePIDFile(t, strconv.Itoa(id.PID)+"\n") }
 	link := filepath.Join(t.TempDir(), "link.pid")
-	require.NoError(t, os.Symlink(pidFileOf(daemon), link))
+	require.NoError(t, os.Symlink(dom0PIDFile, link))
+	writable := pidFilePath(t)
+	standIn(t, writable, "-xen-domid", "0", "-daemonize")
+	require.NoError(t, os.Chmod(writable, 0o666))
+	relative := append(recorded[:len(recorded)-1:len(recorded)-1], "qemu-dom0.pid")
 
 	for name, tt := range map[string]struct {
 		launcher proc.Identity
@@ -126,29 +205,46 @@ func TestFollow(t *testing.T) {
 		qemuPID  int
 		state    State
 		pid      int
+		why      string
 	}{
-		"launcher runs":                {launcher: self, mode: ModePassThrough, qemuPID: self.PID, state: Running},
-		"supervised, QEMU not yet":     {launcher: self, mode: "gdb", state: Starting},
-		"supervised launcher gone":     {launcher: before, mode: "gdb", qemuPID: 9, state: Stale},
-		"pass-through QEMU exited":     {launcher: before, mode: ModePassThrough, qemuPID: before.PID, state: Ended},
-		"daemonized QEMU runs":         {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(daemon), argv: recorded, state: Running, pid: daemon.PID},
-		"recycled pid":                 {launcher: after, mode: ModePassThrough, pidFile: pidFileOf(daemon), argv: recorded, state: Ended},
-		"pid of another program":       {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(other), argv: recorded, state: Ended},
-		"QEMU of another domain":       {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(otherDomain), argv: recorded, state: Ended},
-		"another QEMU binary":          {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(daemon), argv: append([]string{"/usr/bin/qemu"}, recorded[1:]...), state: Ended},
-		"pidfile names a gone pid":     {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(proc.Identity{PID: gonePID(t)}), argv: recorded, state: Ended},
-		"pidfile damaged":              {launcher: before, mode: ModePassThrough, pidFile: writePIDFile(t, "dom0\n"), argv: recorded, state: Ended},
-		"pidfile is a symbolic link":   {launcher: before, mode: ModePassThrough, pidFile: link, argv: recorded, state: Ended},
-		"pidfile missing":              {launcher: before, mode: ModePassThrough, pidFile: "/nonexistent/qemu.pid", argv: recorded, state: Ended},
-		"supervised with a pidfile":    {launcher: before, mode: "gdb", pidFile: pidFileOf(daemon), argv: recorded, qemuPID: 9, state: Stale},
-		"pidfile but no argv":          {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(daemon), state: Ended},
-		"only QEMU and domid compared": {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(daemon), argv: recorded[:3], state: Running, pid: daemon.PID},
+		"launcher runs":            {launcher: self, mode: ModePassThrough, qemuPID: self.PID, state: Running},
+		"supervised, QEMU not yet": {launcher: self, mode: "gdb", state: Starting},
+		"supervised launcher gone": {launcher: before, mode: "gdb", qemuPID: 9, state: Stale},
+		"pass-through QEMU exited": {launcher: before, mode: ModePassThrough, qemuPID: before.PID, state: Ended},
+		"daemonized QEMU runs":     {launcher: before, mode: ModePassThrough, pidFile: dom0PIDFile, argv: recorded, state: Running, pid: daemon.PID},
+		"QEMU run through a wrapper script": {launcher: before, mode: ModePassThrough, pidFile: dom0PIDFile,
+			argv: append([]string{"/usr/bin/qemu-system-i386"}, recorded[1:]...), state: Running, pid: daemon.PID},
+		"record of an earlier version, pidfile in its argv": {launcher: before, mode: ModePassThrough, argv: recorded, state: Running, pid: daemon.PID},
+		"record of an earlier version, relative pidfile":    {launcher: before, mode: ModePassThrough, argv: relative, state: Unknown, why: "qemu-dom0.pid is relative"},
+		"record of an earlier version, not daemonized":      {launcher: before, mode: ModePassThrough, argv: recorded[:6], state: Ended},
+		"holder started before the launch":                  {launcher: after, mode: ModePassThrough, pidFile: dom0PIDFile, argv: recorded, state: Unknown, why: "started before the launch"},
+		"pid of another program, nobody holds the file":     {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(other), argv: recorded, state: Ended, pid: other.PID},
+		"QEMU of another domain holds it":                   {launcher: before, mode: ModePassThrough, pidFile: otherPIDFile, argv: recorded, state: Unknown, why: `whose -xen-domid is "3", not the launch's "0"`},
+		"pidfile names a gone pid":                          {launcher: before, mode: ModePassThrough, pidFile: pidFileOf(proc.Identity{PID: goneDaemon}), argv: recorded, state: Ended, pid: goneDaemon},
+		"pidfile damaged, nobody holds it":                  {launcher: before, mode: ModePassThrough, pidFile: writePIDFile(t, "dom0\n"), argv: recorded, state: Ended},
+		"pidfile is a symbolic link":                        {launcher: before, mode: ModePassThrough, pidFile: link, argv: recorded, state: Unknown, why: "is a symbolic link"},
+		"pidfile is a tty":                                  {launcher: before, mode: ModePassThrough, pidFile: "/dev/tty", argv: recorded, state: Unknown, why: "not a regular file"},
+		"pidfile writable by others":                        {launcher: before, mode: ModePassThrough, pidFile: writable, argv: recorded, state: Unknown, why: "writable by others"},
+		"pidfile missing":                                   {launcher: before, mode: ModePassThrough, pidFile: "/nonexistent/qemu.pid", argv: recorded, state: Ended},
+		"supervised with a pidfile":                         {launcher: before, mode: "gdb", pidFile: dom0PIDFile, argv: recorded, qemuPID: 9, state: Stale},
+		"pidfile but no argv":                               {launcher: before, mode: ModePassThrough, pidFile: dom0PIDFile, state: Unknown, why: "-xen-domid"},
+		"only the domid compared":                           {launcher: before, mode: ModePassThrough, pidFile: dom0PIDFile, argv: []string{"/bin/sh", "-xen-domid", "0"}, state: Running, pid: daemon.PID},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := Record{Domid: 0, Kind: "qdisk", Mode: tt.mode, Launcher: tt.launcher, QEMUPID: tt.qemuPID, Argv: tt.argv, PIDFile: tt.pidFile}
-			state, pid := r.Follow()
-			assert.Equal(t, tt.state, state)
-			assert.Equal(t, tt.pid, pid)
+			check := func(what string, state State, pid int, err error) {
+				assert.Equal(t, tt.state, state, what)
+				assert.Equal(t, tt.pid, pid, what)
+				if tt.why == "" {
+					assert.NoError(t, err, what)
+					return
+				}
+				var bad *PIDFileError
+				require.ErrorAs(t, err, &bad, what)
+				assert.Contains(t, err.Error(), tt.why, what)
+			}
+			state, pid, err := r.Follow(0)
+			check("Record.Follow", state, pid, err)
 
 			// dmlaunch's own reader agrees, but cannot tell starting.
 			s, err := ParseSummary(r.appendJSON(nil))
@@ -156,9 +252,8 @@ func TestFollow(t *testing.T) {
 			if tt.state == Starting {
 				tt.state = Running
 			}
-			state, pid = s.Follow()
-			assert.Equal(t, tt.state, state, "Summary.Follow")
-			assert.Equal(t, tt.pid, pid, "Summary.Follow")
+			state, pid, err = s.Follow(0)
+			check("Summary.Follow", state, pid, err)
 		})
 	}
 }
@@ -168,8 +263,8 @@ func TestSweepEndedRemovesOnlyEndedRecords(t *testing.T) {
 	self, err := proc.Self()
 	require.NoError(t, err)
 	gone := proc.Identity{PID: gonePID(t), StartTime: 1}
-	daemon := standIn(t, "-xen-domid", "0", "-daemonize")
-	pidFile := writePIDFile(t, strconv.Itoa(daemon.PID))
+	pidFile := pidFilePath(t)
+	standIn(t, pidFile, "-xen-domid", "0", "-daemonize")
 	write := func(r Record) string {
 		path, err := Write(dir, r)
 		require.NoError(t, err)
@@ -203,8 +298,8 @@ func TestSweepEndedRemovesOnlyEndedRecords(t *testing.T) {
 func TestWriteKeepsTheOtherKindWhileItsDaemonRuns(t *testing.T) {
 	dir := t.TempDir()
 	gone := proc.Identity{PID: gonePID(t), StartTime: 1}
-	daemon := standIn(t, "-xen-domid", "0", "-daemonize")
-	pidFile := writePIDFile(t, strconv.Itoa(daemon.PID))
+	pidFile := pidFilePath(t)
+	standIn(t, pidFile, "-xen-domid", "0", "-daemonize")
 	backend, err := Write(dir, Record{Domid: 0, Kind: "qdisk", Mode: ModePassThrough, Launcher: gone, PIDFile: pidFile,
 		Argv: []string{os.Args[0], "-xen-domid", "0", "-daemonize", "-pidfile", pidFile}})
 	require.NoError(t, err)

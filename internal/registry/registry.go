@@ -91,7 +91,8 @@ func SweepEnded(dir, keep string) int {
 
 // removeIf removes the record at path if what became of its launch
 // (Follow) satisfies gone, and says whether it did. A record that cannot
-// be read, or that changed since it was read, is left alone.
+// be read, that changed since it was read, or whose launch's state is
+// Unknown (gone never takes that), is left alone.
 func removeIf(path string, gone func(State) bool) (bool, error) {
 	b, err := ReadFile(path, -1)
 	if err != nil {
@@ -104,7 +105,10 @@ func removeIf(path string, gone func(State) bool) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	if st, _ := s.Follow(); !gone(st) {
+	// The state directory's owner, whose pidfiles are trusted; -1 (root
+	// only) if it cannot be told.
+	owner, _ := Owner(filepath.Dir(path))
+	if st, _, _ := s.Follow(owner); !gone(st) {
 		return false, nil
 	}
 	return RemoveIfUnchanged(path, b, -1)
