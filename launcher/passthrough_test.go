@@ -136,7 +136,7 @@ func TestPassThroughExecsInPlace(t *testing.T) {
 	assert.Equal(t, r.pid, e.QEMUPID)
 	assert.Equal(t, r.fake.Argv, e.Argv)
 	assert.Equal(t, registry.Ended, e.State, "QEMU has exited, so the launch has ended")
-	assert.False(t, e.Stale, "an ended pass-through launch is not stale")
+	assert.True(t, e.Stale, "stale is set for every launch that is gone, ended ones too (state tells them apart)")
 	fi, err := os.Stat(e.Path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())

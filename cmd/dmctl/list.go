@@ -27,7 +27,11 @@ launch whose QEMU has exited. A pass-through launch execs QEMU in place, so
 an exited QEMU (xl destroy) is how it ends: its record is left out unless
 --all is given, and a later guest launch or dmctl prune removes it. A
 pass-through QEMU started with -daemonize and -pidfile runs on as the pid in
-its pidfile, which is shown. A record that cannot be read (damaged,
+its pidfile, which is shown when that process holds QEMU's lock on the
+file; unknown is such a launch that can be neither followed nor proved gone
+(its pidfile cannot be trusted, or another process holds it): its record is
+kept, and why is said on standard error. In JSON, state is the precise
+field; stale is true for every launch that is gone (ended or stale). A record that cannot be read (damaged,
 oversized, a symbolic link, a device, another user's file) is named on
 standard error and skipped; the others are listed. Control characters in
 names and paths are shown escaped (\t, \n, \x1b), so each launch stays on one

@@ -77,6 +77,14 @@ func runPrune(e *env, fs *pflag.FlagSet, args []string) error {
 			why := fmt.Sprintf("launcher pid %d gone", en.Launcher.PID)
 			if en.State == registry.Ended {
 				why = fmt.Sprintf("ended, its QEMU (pid %d) exited", en.Launcher.PID)
+				if pf := en.DaemonPIDFile(); pf != "" {
+					// The pid dmlaunch exec'd exited once the daemon
+					// ran: the daemon's is the one that matters.
+					why = fmt.Sprintf("ended, its daemonized QEMU (pidfile %s) exited", cell(pf))
+					if en.DaemonPID != 0 {
+						why = fmt.Sprintf("ended, its daemonized QEMU (pid %d, pidfile %s) exited", en.DaemonPID, cell(pf))
+					}
+				}
 			}
 			fmt.Fprintf(e.stdout, "%s %s: domain %d (%s), %s\n", verb, en.Path, en.Domid, cell(dash(en.Name)), why)
 		}

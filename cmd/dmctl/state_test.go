@@ -179,21 +179,48 @@ func TestPrune(t *testing.T) {
 	require.NoError(t, os.WriteFile(leftover, nil, 0o600))
 	mine := filepath.Join(dir, "7.json.new."+strconv.Itoa(live.PID)+".1.x")
 	require.NoError(t, os.WriteFile(mine, nil, 0o600))
+	// dom0's QEMU, daemonized: killed, it left its pidfile (no process
+	// holds its lock): the daemon's pid is the one prune names.
+	pidDir := t.TempDir()
+	leftPIDFile := filepath.Join(pidDir, "qemu-dom0.pid")
+	require.NoError(t, os.WriteFile(leftPIDFile, []byte("4242\n"), 0o644))
+	writeDaemonized := func(domid int, pidFile string) {
+		_, err := registry.Write(dir, registry.Record{Domid: domid, Name: "dom0", Kind: "qdisk", Mode: "pass-through", Launcher: dead,
+			QEMUPID: dead.PID, QEMU: "/usr/libexec/xen-qemu-system-i386", Started: time.Now(), PIDFile: pidFile,
+			Argv: []string{"/usr/libexec/xen-qemu-system-i386", "-xen-domid", strconv.Itoa(domid), "-daemonize", "-pidfile", pidFile}})
+		require.NoError(t, err)
+	}
+	writeDaemonized(0, leftPIDFile)
+	// A pidfile others may write is not followed: the launch's state is
+	// unknown and its record stays.
+	untrusted := filepath.Join(pidDir, "untrusted.pid")
+	require.NoError(t, os.WriteFile(untrusted, []byte("4243\n"), 0o666))
+	require.NoError(t, os.Chmod(untrusted, 0o666))
+	writeDaemonized(1, untrusted)
+
+	listed, stderr, status := dmctl(t, "--state-dir", dir, "list")
+	require.Equal(t, 0, status, stderr)
+	assert.Regexp(t, `(?m)^1\s+dom0\s+qdisk\s+.*unknown$`, listed, "an unknown launch is listed without --all")
+	assert.Contains(t, stderr, "dmctl list: domain 1: state unknown, record kept: pidfile "+untrusted+" has mode 0666, writable by others")
 
 	before := snapshot(t, dir)
 	out, _, status := dmctl(t, "--state-dir", dir, "prune", "--dry-run")
 	require.Equal(t, 0, status)
 	assert.Contains(t, out, "would remove "+filepath.Join(dir, "3.json")+": domain 3 (r), launcher pid "+strconv.Itoa(dead.PID)+" gone")
 	assert.Contains(t, out, "would remove "+filepath.Join(dir, "4.json")+": domain 4 (r), ended, its QEMU (pid "+strconv.Itoa(dead.PID)+") exited")
+	assert.Contains(t, out, "would remove "+filepath.Join(dir, "0-qdisk.json")+": domain 0 (dom0), ended, its daemonized QEMU (pid 4242, pidfile "+leftPIDFile+") exited")
+	assert.NotContains(t, out, "1-qdisk.json")
 	assert.Equal(t, before, snapshot(t, dir), "a dry run removes nothing")
 
-	out, stderr, status := dmctl(t, "--state-dir", dir, "prune")
+	out, stderr, status = dmctl(t, "--state-dir", dir, "prune")
 	require.Equal(t, 0, status, stderr)
 	assert.Contains(t, out, "removed "+filepath.Join(dir, "3.json"))
 	assert.NoFileExists(t, filepath.Join(dir, "3.json"))
 	assert.NoFileExists(t, qmp, "the stale record's QMP socket goes too")
 	assert.NoFileExists(t, filepath.Join(dir, "4.json"), "an ended launch's record goes")
 	assert.FileExists(t, filepath.Join(dir, "2.json"), "a live launch's record stays")
+	assert.NoFileExists(t, filepath.Join(dir, "0-qdisk.json"), "an ended daemonized launch's record goes")
+	assert.FileExists(t, filepath.Join(dir, "1-qdisk.json"), "a launch whose pidfile cannot be trusted may run: its record stays")
 	assert.NoFileExists(t, leftover, "a killed writer's temporary file goes")
 	assert.FileExists(t, mine, "a running writer's temporary file stays")
 	assert.FileExists(t, filepath.Join(dir, "5.json"), "a bad record stays without --bad")

@@ -38,8 +38,10 @@ type Entry struct {
 	// State is running, starting, ended, stale or unknown
 	// (registry.State): the precise field.
 	State registry.State `json:"state"`
-	// Stale is a supervised launch whose launcher is gone without
-	// removing its record. An ended pass-through launch is not stale.
+	// Stale is set for every launch that is gone, ended or stale, as it
+	// was before State told them apart: scripts that filter on it
+	// (select(.stale|not)) keep taking only live launches. An unknown
+	// launch is not known to be gone: not stale.
 	Stale bool `json:"stale"`
 	// Unknown says why State is unknown: what about a daemonized QEMU's
 	// pidfile kept it from being followed. Such a record is kept.
@@ -110,7 +112,7 @@ func Scan(dir string) (Listing, error) {
 			continue
 		}
 		st, daemon, why := r.Follow(out.Owner)
-		en := Entry{Record: r, Path: path, State: st, Stale: st == registry.Stale,
+		en := Entry{Record: r, Path: path, State: st, Stale: st.Gone(),
 			Starting: st == registry.Starting, DaemonPID: daemon, raw: raw}
 		if why != nil {
 			en.Unknown = why.Error()

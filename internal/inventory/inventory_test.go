@@ -52,7 +52,7 @@ func TestWriteListRemove(t *testing.T) {
 	assert.Equal(t, 0, entries[0].Domid)
 	assert.True(t, strings.HasSuffix(entries[0].Path, "0-qdisk.json"))
 	assert.Equal(t, registry.Ended, entries[0].State, "a pass-through QEMU that exited has ended")
-	assert.False(t, entries[0].Stale)
+	assert.True(t, entries[0].Stale, "stale is set for every launch that is gone, so select(.stale|not) takes live ones only")
 	assert.Equal(t, registry.Running, entries[1].State)
 	assert.False(t, entries[1].Stale)
 	assert.Equal(t, registry.Stale, entries[2].State, "a debug-mode launcher gone without removing its record")
