@@ -21,6 +21,7 @@ import (
 	"github.com/dmlaunch/dmlaunch/internal/inventory"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"github.com/dmlaunch/dmlaunch/internal/realtest"
+	"github.com/dmlaunch/dmlaunch/internal/registry"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -552,8 +553,18 @@ func TestPassThroughQEMUEndsAndDaemonizedQEMUIsFollowed(t *testing.T) {
 	// dom0's QEMU as /etc/init.d/xen starts it, but with the TCG build's
 	// machine (without a hypervisor the Xen build stops before it
 	// daemonizes) and the domid as leading argument (the TCG build refuses
-	// -xen-domid). The pidfile is relative: QEMU writes it in its working
-	// directory.
+	// -xen-domid: "Option not supported for this target"). The pidfile is
+	// relative: QEMU writes it in its working directory.
+	//
+	// What this covers with the real QEMU: that it holds a lock on its
+	// pidfile which F_GETLK attributes to the daemon, the start-time
+	// check, and the pidfile made absolute. The -xen-domid comparison
+	// cannot be had here with the same -xen-domid on both sides (no QEMU
+	// that runs without Xen takes it); below, a record of another domain
+	// that names this pidfile checks that the real daemon's command line
+	// (no -xen-domid) is not taken for domain 3's, and
+	// internal/registry's TestFollow runs both sides with -xen-domid
+	// (another domain's QEMU holding the pidfile is not followed).
 	dom0 := exec.Command(dmlaunchBin, "0", "-name", "dom0", "-nographic", "-M", "pc", "-accel", "tcg", "-nodefaults",
 		"-daemonize", "-monitor", "none", "-serial", "none", "-parallel", "none", "-pidfile", "qemu-dom0.pid")
 	dom0.Env, dom0.Dir = env, dir
@@ -580,6 +591,28 @@ func TestPassThroughQEMUEndsAndDaemonizedQEMUIsFollowed(t *testing.T) {
 	assert.Equal(t, dom0.Process.Pid, entries[0].QEMUPID, "the record keeps the pid dmlaunch exec'd")
 	assert.Equal(t, daemon, entries[0].DaemonPID)
 	assert.Equal(t, pidFile, entries[0].PIDFile)
+
+	// A record of domain 3 whose QEMU would have written the same
+	// pidfile: the daemon that holds it runs without -xen-domid 3, so it
+	// is not domain 3's QEMU, and nothing proves that one gone: unknown,
+	// kept by prune.
+	other, err := registry.Write(state, registry.Record{Domid: 3, Name: "other", Kind: "qdisk", Mode: "pass-through",
+		Launcher: proc.Identity{PID: dom0.Process.Pid, StartTime: 1}, QEMUPID: dom0.Process.Pid, QEMU: qemu, Started: time.Now(),
+		Argv: []string{qemu, "-xen-domid", "3", "-daemonize", "-pidfile", pidFile}})
+	require.NoError(t, err)
+	out, stderr = list("--json")
+	entries = nil
+	require.NoError(t, json.Unmarshal([]byte(out), &entries))
+	require.Len(t, entries, 2)
+	assert.Equal(t, registry.Unknown, entries[1].State)
+	assert.Zero(t, entries[1].DaemonPID)
+	assert.Empty(t, stderr)
+	_, stderr = list()
+	assert.Contains(t, stderr, fmt.Sprintf("domain 3: state unknown, record kept: pidfile %s is held by pid %d, whose -xen-domid is \"\", not the launch's \"3\"", pidFile, daemon))
+	out3, err := exec.Command(dmctlBin, "--state-dir", state, "prune", "--dry-run").CombinedOutput()
+	require.NoError(t, err, "%s", out3)
+	assert.NotContains(t, string(out3), other)
+	require.NoError(t, os.Remove(other))
 
 	// A guest's QEMU, passed through, ends as at xl destroy.
 	guest := exec.Command(dmlaunchBin, "-name", "guest", "-machine", "pc", "-accel", "tcg", "-display", "none", "-nodefaults", "-no-user-config")
@@ -642,7 +675,7 @@ func TestPassThroughQEMUEndsAndDaemonizedQEMUIsFollowed(t *testing.T) {
 	require.NoError(t, os.WriteFile(leases, due, 0o600))
 	next := exec.Command(dmlaunchBin, "-xen-domid", "5", "-machine", "xenfv")
 	next.Env = append(env[:len(env):len(env)], "DMLAUNCH_QEMU=/bin/true")
-	out3, err := next.CombinedOutput()
+	out3, err = next.CombinedOutput()
 	require.NoError(t, err, "%s", out3)
 	names, err := filepath.Glob(filepath.Join(state, "*.json"))
 	require.NoError(t, err)
