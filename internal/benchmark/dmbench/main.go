@@ -79,7 +79,10 @@ func passThrough(work string, rounds int, baseline string) {
 		fatal("bin/dmlaunch is not built; run make build")
 	}
 	execonlyBuilt := filepath.Join(work, "execonly.built")
-	out, err := exec.Command("go", "build", "-o", execonlyBuilt, "./internal/benchmark/execonly").CombinedOutput()
+	// Built as make build builds dmlaunch (trimmed paths, no symbol table
+	// or DWARF): the two binaries differ in what they do, not in how they
+	// were linked.
+	out, err := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", execonlyBuilt, "./internal/benchmark/execonly").CombinedOutput()
 	if err != nil {
 		fatal("build execonly: %v\n%s", err, out)
 	}
