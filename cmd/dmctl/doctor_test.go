@@ -222,6 +222,18 @@ func TestDoctorStateDirectory(t *testing.T) {
 			record(t, state, 7, deadProcess)
 			record(t, state, 8, deadProcess)
 		}, "registry", true, false, []string{"1 records of running launches, 2 of ended pass-through launches"}, ""},
+		// A daemonized QEMU whose pidfile is not trusted may still run:
+		// its record is kept, with a warning that says why.
+		{"unknown record", func(t *testing.T, state string) {
+			record(t, state, 3, liveProcess)
+			pidFile := filepath.Join(t.TempDir(), "qemu-dom0.pid")
+			require.NoError(t, os.Symlink("/dev/watchdog", pidFile))
+			_, err := registry.Write(state, registry.Record{Domid: 0, Name: "dom0", Kind: "qdisk", Mode: "pass-through",
+				Launcher: deadProcess(t), QEMUPID: 1, Started: time.Now(), PIDFile: pidFile,
+				Argv: []string{"/usr/libexec/xen-qemu-system-i386", "-xen-domid", "0", "-daemonize", "-pidfile", pidFile}})
+			require.NoError(t, err)
+		}, "registry", true, true, []string{"1 records of running launches", "1 records of daemonized QEMUs that can be neither followed nor proved gone",
+			"domain 0: pidfile ", "is a symbolic link; not followed"}, "remove the record by hand"},
 		{"unreadable records", func(t *testing.T, state string) {
 			record(t, state, 7, deadProcess, "gdb")
 			require.NoError(t, os.WriteFile(filepath.Join(state, "3.json"), []byte(`{"domid":3,"na`), 0o600))

@@ -94,8 +94,7 @@ func TestReadLockedPIDFile(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
 	writable := writePIDFile(t, "17\n")
 	require.NoError(t, os.Chmod(writable, 0o620))
-	others := writePIDFile(t, "17\n")
-	require.NoError(t, os.Chown(others, 4321, 4321), "the tests run as root")
+	me := os.Geteuid()
 	locked := pidFilePath(t)
 	holder := standIn(t, locked)
 
@@ -117,10 +116,9 @@ func TestReadLockedPIDFile(t *testing.T) {
 		"a tty":                  {path: "/dev/tty", err: "is not a regular file"},
 		"a character device":     {path: "/dev/null", err: "is not a regular file"},
 		"group-writable":         {path: writable, err: "has mode 0620, writable by others"},
-		"another user's":         {path: others, err: "is owned by uid 4321"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			pid, h, err := readLockedPIDFile(tt.path, 1000)
+			pid, h, err := readLockedPIDFile(tt.path, me)
 			if tt.err != "" {
 				var bad *PIDFileError
 				require.ErrorAs(t, err, &bad)
@@ -132,12 +130,24 @@ func TestReadLockedPIDFile(t *testing.T) {
 			assert.Equal(t, tt.holder, h)
 		})
 	}
-	t.Run("the state directory owner's", func(t *testing.T) {
+	t.Run("whose owner", func(t *testing.T) {
+		if me != 0 {
+			t.Skip("needs root to give a file away")
+		}
+		others := writePIDFile(t, "17\n")
+		require.NoError(t, os.Chown(others, 4321, 4321))
+		_, _, err := readLockedPIDFile(others, 0)
+		var bad *PIDFileError
+		require.ErrorAs(t, err, &bad, "another user's pidfile")
+		assert.Contains(t, err.Error(), "is owned by uid 4321, neither root nor the state directory's owner")
 		pid, _, err := readLockedPIDFile(others, 4321)
-		require.NoError(t, err)
+		require.NoError(t, err, "the state directory owner's")
 		assert.Equal(t, 17, pid)
+		pid, _, err = readLockedPIDFile(good, 4321)
+		require.NoError(t, err, "root's, whoever owns the state directory")
+		assert.Equal(t, 4242, pid)
 	})
-	_, _, err := readLockedPIDFile(filepath.Join(dir, "none.pid"), 0)
+	_, _, err := readLockedPIDFile(filepath.Join(dir, "none.pid"), me)
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
@@ -243,7 +253,7 @@ func TestFollow(t *testing.T) {
 				require.ErrorAs(t, err, &bad, what)
 				assert.Contains(t, err.Error(), tt.why, what)
 			}
-			state, pid, err := r.Follow(0)
+			state, pid, err := r.Follow(os.Geteuid())
 			check("Record.Follow", state, pid, err)
 
 			// dmlaunch's own reader agrees, but cannot tell starting.
@@ -252,7 +262,7 @@ func TestFollow(t *testing.T) {
 			if tt.state == Starting {
 				tt.state = Running
 			}
-			state, pid, err = s.Follow(0)
+			state, pid, err = s.Follow(os.Geteuid())
 			check("Summary.Follow", state, pid, err)
 		})
 	}
