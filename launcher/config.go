@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmlaunch/dmlaunch/domid"
 	"github.com/dmlaunch/dmlaunch/gdbwrap"
+	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"github.com/dmlaunch/dmlaunch/internal/coredump"
 	"golang.org/x/sys/unix"
 )
@@ -333,22 +334,9 @@ func readConfigFile(file string) ([]byte, error) {
 		return nil, bad(fmt.Sprintf("has mode %04o, writable by others: it names the programs dmlaunch runs; chmod go-w it", st.Mode&0o7777))
 	}
 	// Bounded even if the file grows while it is read.
-	buf := make([]byte, 0, min(st.Size, MaxConfigSize)+1)
-	for len(buf) < cap(buf) {
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: file, Err: err}
-		}
-		if n == 0 {
-			break
-		}
-		buf = buf[:len(buf)+n]
-		if len(buf) == cap(buf) && cap(buf) <= MaxConfigSize {
-			buf = append(buf, 0)[:len(buf)] // it grew: room for more, up to the cap
-		}
+	buf, err := atomicfile.ReadFD(fd, MaxConfigSize)
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: file, Err: err}
 	}
 	if len(buf) > MaxConfigSize {
 		return nil, bad(fmt.Sprintf("is more than the %d bytes a settings file may have; name the right file", MaxConfigSize))

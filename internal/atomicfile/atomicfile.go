@@ -170,6 +170,32 @@ func ReadNoFollow(path string, limit int) ([]byte, error) {
 	}
 }
 
+// ReadFD reads fd until read(2) reports its end, but no more than limit+1
+// bytes: a result longer than limit tells the caller the file is over its
+// bound, whatever it may still hold. Unlike ReadSmall it does not take a
+// short read for the end, which files in /proc (a page per read) and
+// pipes need. The error is read(2)'s, for the caller to name the file.
+func ReadFD(fd, limit int) ([]byte, error) {
+	buf := make([]byte, 0, min(4096, limit+1))
+	for len(buf) <= limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):min(cap(buf), limit+1)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
+}
+
 // ErrTooLarge is a file over the size its reader accepts.
 var ErrTooLarge = errors.New("file is larger than expected")
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -80,5 +82,38 @@ func TestVolatile(t *testing.T) {
 		var st unix.Statfs_t
 		require.NoError(t, unix.Statfs(dir, &st))
 		assert.Equal(t, st.Type == unix.TMPFS_MAGIC, volatile(dir), name)
+	}
+}
+
+func TestReadFD(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		limit  int
+		want   string
+	}{
+		{"empty", nil, 8, ""},
+		{"under the limit", []string{"1234"}, 8, "1234"},
+		{"at the limit", []string{"12345678"}, 8, "12345678"},
+		{"over the limit: limit+1 bytes, no more", []string{"123456789abc"}, 8, "123456789"},
+		// A pipe gives one write per read: short reads are not the end.
+		{"short reads", []string{"12", "34", "56"}, 8, "123456"},
+		{"past a 4 KiB buffer", []string{strings.Repeat("x", 5000)}, 6000, strings.Repeat("x", 5000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p [2]int
+			require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+			defer unix.Close(p[0])
+			go func() {
+				defer unix.Close(p[1])
+				for _, c := range tc.chunks {
+					_, _ = unix.Write(p[1], []byte(c))
+					time.Sleep(5 * time.Millisecond)
+				}
+			}()
+			got, err := ReadFD(p[0], tc.limit)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, string(got))
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,27 +99,13 @@ func Cmdline(pid int) ([]string, error) {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 0, 4096)
-	for {
-		if len(buf) == cap(buf) {
-			if len(buf) >= maxCmdline {
-				return nil, fmt.Errorf("%s: over %d bytes", path, maxCmdline)
-			}
-			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
-		}
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			break
-		}
-		buf = buf[:len(buf)+n]
-	}
-	if len(buf) == 0 {
+	buf, err := atomicfile.ReadFD(fd, maxCmdline)
+	switch {
+	case err != nil:
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	case len(buf) > maxCmdline:
+		return nil, fmt.Errorf("%s: over %d bytes", path, maxCmdline)
+	case len(buf) == 0:
 		return []string{}, nil
 	}
 	return strings.Split(strings.TrimSuffix(string(buf), "\x00"), "\x00"), nil

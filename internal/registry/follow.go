@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/dmlaunch/dmlaunch/argv"
+	"github.com/dmlaunch/dmlaunch/internal/atomicfile"
 	"github.com/dmlaunch/dmlaunch/internal/proc"
 	"golang.org/x/sys/unix"
 )
@@ -264,25 +265,14 @@ func readLockedPIDFile(path string, owner int) (pid, holder int, err error) {
 			holder = -1
 		}
 	}
-	var buf [maxPIDFile + 1]byte
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, holder, &PIDFileError{path, "cannot be read: " + err.Error()}
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	if n > maxPIDFile {
+	buf, err := atomicfile.ReadFD(fd, maxPIDFile)
+	switch {
+	case err != nil:
+		return 0, holder, &PIDFileError{path, "cannot be read: " + err.Error()}
+	case len(buf) > maxPIDFile:
 		return 0, holder, &PIDFileError{path, fmt.Sprintf("is over %d bytes", maxPIDFile)}
 	}
-	text := strings.TrimSuffix(string(buf[:n]), "\n")
+	text := strings.TrimSuffix(string(buf), "\n")
 	pid, err = strconv.Atoi(text)
 	if err != nil || pid <= 0 || text[0] == '+' || text[0] == '0' {
 		if holder == 0 {
