@@ -61,7 +61,9 @@ func Write(dir string, r Record) (string, error) {
 	if r.Kind == "qdisk" {
 		other = ""
 	}
-	_, _ = removeIf(filepath.Join(dir, FileName(r.Domid, other)), State.Gone)
+	// Almost always there is no such record: its directory's owner is
+	// read only if there is.
+	_, _ = removeIf(filepath.Join(dir, FileName(r.Domid, other)), ownerUnread, State.Gone)
 	return path, nil
 }
 
@@ -80,20 +82,26 @@ func SweepEnded(dir, keep string) int {
 			names = append(names, name)
 		}
 	})
+	owner, _ := Owner(dir) // once, not per record; -1 if it cannot be told
 	removed := 0
 	for _, name := range names {
-		if ok, _ := removeIf(filepath.Join(dir, name), func(s State) bool { return s == Ended }); ok {
+		if ok, _ := removeIf(filepath.Join(dir, name), owner, func(s State) bool { return s == Ended }); ok {
 			removed++
 		}
 	}
 	return removed
 }
 
+// ownerUnread asks removeIf to read the owner of the record's directory
+// itself, once it has a record to judge.
+const ownerUnread = -2
+
 // removeIf removes the record at path if what became of its launch
-// (Follow) satisfies gone, and says whether it did. A record that cannot
-// be read, that changed since it was read, or whose launch's state is
-// Unknown (gone never takes that), is left alone.
-func removeIf(path string, gone func(State) bool) (bool, error) {
+// (Follow, trusting the pidfiles of owner, the state directory's owner)
+// satisfies gone, and says whether it did. A record that cannot be read,
+// that changed since it was read, or whose launch's state is Unknown
+// (gone never takes that), is left alone.
+func removeIf(path string, owner int, gone func(State) bool) (bool, error) {
 	b, err := ReadFile(path, -1)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -105,9 +113,9 @@ func removeIf(path string, gone func(State) bool) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	// The state directory's owner, whose pidfiles are trusted; -1 (root
-	// only) if it cannot be told.
-	owner, _ := Owner(filepath.Dir(path))
+	if owner == ownerUnread {
+		owner, _ = Owner(filepath.Dir(path)) // -1 (root only) if it cannot be told
+	}
 	if st, _, _ := s.Follow(owner); !gone(st) {
 		return false, nil
 	}
