@@ -10,7 +10,7 @@ import (
 
 func TestToolCommandLines(t *testing.T) {
 	qemu := []string{"/usr/libexec/qemu-system-i386", "-name", "a b"}
-	assert.Equal(t, []string{"/usr/bin/valgrind", "--tool=memcheck", "--log-file=/l/m.log", "--vgdb=yes", "--vgdb-prefix=/run/dmlaunch/vgdb-5",
+	assert.Equal(t, []string{"/usr/bin/valgrind", "--tool=memcheck", "--fair-sched=try", "--log-file=/l/m.log", "--vgdb=yes", "--vgdb-prefix=/run/dmlaunch/vgdb-5",
 		"/usr/libexec/qemu-system-i386", "-name", "a b"}, MemcheckArgs("/usr/bin/valgrind", "/l/m.log", "/run/dmlaunch/vgdb-5", -1, qemu))
 	assert.Contains(t, MemcheckArgs("valgrind", "l", "p", 0, qemu), "--vgdb-error=0")
 	assert.Contains(t, MemcheckArgs("valgrind", "l", "p", 3, qemu), "--vgdb-error=3")
